@@ -1,0 +1,62 @@
+//! `ListContainers`: the containers in the store, filtered as the CRI defines.
+
+use coracle_runtime::model::{ContainerRecord, ContainerState as State};
+use k8s_cri::v1::{Container, ContainerFilter, ContainerMetadata, ContainerState, ImageSpec};
+
+use crate::sandbox_list::{id_matches, labels_match};
+use crate::service::CriService;
+
+impl CriService {
+    pub(crate) fn list_containers(&self, filter: Option<&ContainerFilter>) -> Vec<Container> {
+        let mut containers: Vec<Container> = self
+            .runtime
+            .containers()
+            .list()
+            .iter()
+            .filter(|c| filter.is_none_or(|f| container_matches(c, f)))
+            .map(|c| container_to_cri(c))
+            .collect();
+        containers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        containers
+    }
+}
+
+fn container_state_to_cri(state: State) -> ContainerState {
+    match state {
+        State::Created => ContainerState::ContainerCreated,
+        State::Running => ContainerState::ContainerRunning,
+        State::Exited => ContainerState::ContainerExited,
+        State::Unknown => ContainerState::ContainerUnknown,
+    }
+}
+
+fn container_matches(container: &ContainerRecord, filter: &ContainerFilter) -> bool {
+    id_matches(&container.id, &filter.id)
+        && id_matches(&container.pod_id, &filter.pod_sandbox_id)
+        && filter
+            .state
+            .as_ref()
+            .is_none_or(|s| s.state == container_state_to_cri(container.state) as i32)
+        && labels_match(&container.labels, &filter.label_selector)
+}
+
+fn container_to_cri(container: &ContainerRecord) -> Container {
+    Container {
+        id: container.id.clone(),
+        pod_sandbox_id: container.pod_id.clone(),
+        metadata: Some(ContainerMetadata {
+            name: container.metadata.name.clone(),
+            attempt: container.metadata.attempt,
+        }),
+        image: Some(ImageSpec {
+            image: container.image.clone(),
+            ..Default::default()
+        }),
+        image_ref: container.image_ref.clone(),
+        state: container_state_to_cri(container.state) as i32,
+        created_at: container.created_at,
+        labels: container.labels.clone().into_iter().collect(),
+        annotations: container.annotations.clone().into_iter().collect(),
+        ..Default::default()
+    }
+}

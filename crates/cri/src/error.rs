@@ -1,0 +1,91 @@
+//! Domain errors of the CRI layer and the one place they become gRPC codes.
+
+use coracle_runtime::store::StoreError;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("{rpc} is not implemented yet by coracle")]
+    Unimplemented { rpc: &'static str },
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CriError {
+    pub fn unimplemented(rpc: &'static str) -> Self {
+        Self::Unimplemented { rpc }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Self::Unimplemented { .. } => Code::Unimplemented,
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::Store(store) => match store {
+                StoreError::NotFound { .. } => Code::NotFound,
+                StoreError::AlreadyExists { .. } => Code::AlreadyExists,
+                StoreError::InvalidId { .. } => Code::InvalidArgument,
+                _ => Code::Internal,
+            },
+        }
+    }
+}
+
+impl From<CriError> for Status {
+    fn from(err: CriError) -> Self {
+        Status::new(err.code(), cause_chain(&err))
+    }
+}
+
+/// `outer: inner: innermost`, skipping a source whose text the outer message already
+/// holds (thiserror's `transparent` and `{source}` both repeat it).
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unimplemented_names_the_rpc() {
+        let status = Status::from(CriError::unimplemented("RunPodSandbox"));
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(status.message().contains("RunPodSandbox"));
+    }
+
+    #[test]
+    fn store_errors_map_to_their_codes() {
+        let not_found = CriError::from(StoreError::NotFound {
+            kind: "pod",
+            id: "abc".into(),
+        });
+        assert_eq!(Status::from(not_found).code(), Code::NotFound);
+        let invalid = CriError::from(StoreError::InvalidId {
+            kind: "pod",
+            id: "../x".into(),
+            reason: "bad",
+        });
+        assert_eq!(Status::from(invalid).code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn cause_chain_joins_sources_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("disk on fire"));
+        assert_eq!(cause_chain(&err), "outer: disk on fire");
+    }
+}

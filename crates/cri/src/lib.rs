@@ -1,0 +1,20 @@
+//! The CRI gRPC server: RuntimeService and ImageService, `runtime.v1` and
+//! `runtime.v1alpha2`, over a unix socket. Validates requests, translates CRI to the
+//! runtime's model and back, and maps errors to gRPC codes in one place.
+
+pub mod api_version;
+mod container_list;
+pub mod error;
+mod image_service;
+pub mod rpc_log;
+mod runtime_service;
+mod sandbox_list;
+pub mod server;
+pub mod service;
+pub mod socket;
+mod status;
+pub mod version;
+
+pub use server::{MAX_MESSAGE_BYTES, ServeError, serve};
+pub use service::{CgroupDriver, CriOptions, CriService, NetworkMode};
+pub use socket::{ListenSocket, SocketError, bind};

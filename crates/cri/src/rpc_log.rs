@@ -1,0 +1,109 @@
+//! One log line per RPC: at debug with its duration when it succeeds, at warn with
+//! the gRPC code and the whole cause chain when it fails.
+//!
+//! It sits in front of every service, so no handler has to remember to log. Handler
+//! errors travel as a trailers-only response, so `grpc-status` is in the headers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use percent_encoding::percent_decode_str;
+use tower::{Layer, Service};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RpcLogLayer;
+
+impl<S> Layer<S> for RpcLogLayer {
+    type Service = RpcLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcLog { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RpcLog<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcLog<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let rpc = request.uri().path().to_owned();
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            log_outcome(&rpc, started.elapsed(), &result);
+            result
+        })
+    }
+}
+
+fn log_outcome<B, E: std::fmt::Display>(
+    rpc: &str,
+    elapsed: Duration,
+    result: &Result<http::Response<B>, E>,
+) {
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    match result {
+        Err(err) => tracing::warn!(rpc, duration_ms, error = %err, "rpc failed in transport"),
+        Ok(response) => match grpc_error(response.headers()) {
+            None => tracing::debug!(rpc, duration_ms, "rpc"),
+            Some((code, message)) => {
+                tracing::warn!(rpc, duration_ms, code = ?code, error = %message, "rpc failed")
+            }
+        },
+    }
+}
+
+/// The gRPC code and decoded message when the response headers carry an error.
+fn grpc_error(headers: &http::HeaderMap) -> Option<(tonic::Code, String)> {
+    let status = headers.get("grpc-status")?.to_str().ok()?;
+    let code = tonic::Code::from_bytes(status.as_bytes());
+    if code == tonic::Code::Ok {
+        return None;
+    }
+    let message = headers
+        .get("grpc-message")
+        .and_then(|value| value.to_str().ok())
+        .map(|raw| percent_decode_str(raw).decode_utf8_lossy().into_owned())
+        .unwrap_or_default();
+    Some((code, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_headers_are_decoded() {
+        let status = tonic::Status::not_found("pod a b: not here");
+        let response = status.into_http::<()>();
+        let (code, message) = grpc_error(response.headers()).unwrap();
+        assert_eq!(code, tonic::Code::NotFound);
+        assert_eq!(message, "pod a b: not here");
+    }
+
+    #[test]
+    fn success_headers_are_not_an_error() {
+        let mut headers = http::HeaderMap::new();
+        assert!(grpc_error(&headers).is_none());
+        headers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        assert!(grpc_error(&headers).is_none());
+    }
+}

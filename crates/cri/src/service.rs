@@ -1,0 +1,47 @@
+//! The CRI service: one value implementing both RuntimeService and ImageService.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use coracle_runtime::Runtime;
+
+/// How pod cgroups are managed; kubelet's `--cgroup-driver` must match it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// Which pod network the node uses, as far as readiness is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Coracle's own bridge network.
+    Bridge,
+    /// CNI plugins configured by conflists in `conf_dir`.
+    Cni { conf_dir: PathBuf },
+}
+
+/// What the CRI layer needs to know of the daemon's configuration.
+#[derive(Clone, Debug)]
+pub struct CriOptions {
+    /// The effective configuration as JSON, shown by `Status` with verbose (`crictl info`).
+    pub effective_config_json: String,
+    pub cgroup_driver: CgroupDriver,
+    pub network: NetworkMode,
+}
+
+/// Cheap to clone: tonic clones the service for every connection.
+#[derive(Clone)]
+pub struct CriService {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) options: Arc<CriOptions>,
+}
+
+impl CriService {
+    pub fn new(runtime: Arc<Runtime>, options: CriOptions) -> Self {
+        Self {
+            runtime,
+            options: Arc::new(options),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `Status` and `RuntimeConfig`: whether the node can run pods, and how.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use k8s_cri::v1::{
+    CgroupDriver as CriCgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition,
+    RuntimeConfigResponse, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusResponse,
+};
+use nix::unistd::{AccessFlags, access};
+
+use crate::service::{CgroupDriver, CriService, NetworkMode};
+
+const RUNTIME_READY: &str = "RuntimeReady";
+const NETWORK_READY: &str = "NetworkReady";
+
+impl CriService {
+    pub(crate) fn status(&self, verbose: bool) -> StatusResponse {
+        let dirs = self.runtime.dirs();
+        let conditions = vec![
+            runtime_condition(&dirs.root, &dirs.state),
+            network_condition(&self.options.network),
+        ];
+        let mut info = HashMap::new();
+        if verbose {
+            info.insert(
+                "config".to_owned(),
+                self.options.effective_config_json.clone(),
+            );
+        }
+        StatusResponse {
+            status: Some(RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: vec![default_runtime_handler()],
+            features: None,
+        }
+    }
+
+    pub(crate) fn runtime_config(&self) -> RuntimeConfigResponse {
+        let cgroup_driver = match self.options.cgroup_driver {
+            CgroupDriver::Cgroupfs => CriCgroupDriver::Cgroupfs,
+            CgroupDriver::Systemd => CriCgroupDriver::Systemd,
+        };
+        RuntimeConfigResponse {
+            linux: Some(LinuxRuntimeConfiguration {
+                cgroup_driver: cgroup_driver as i32,
+            }),
+        }
+    }
+}
+
+/// Recursive read-only mounts and user namespaces are not supported yet: say so, so
+/// kubelet refuses such pods up front instead of running them unprotected.
+fn default_runtime_handler() -> RuntimeHandler {
+    RuntimeHandler {
+        name: String::new(),
+        features: Some(RuntimeHandlerFeatures {
+            recursive_read_only_mounts: false,
+            user_namespaces: false,
+        }),
+    }
+}
+
+fn condition(kind: &str, failure: Option<(&str, String)>) -> RuntimeCondition {
+    let (status, reason, message) = match failure {
+        None => (true, String::new(), String::new()),
+        Some((reason, message)) => (false, reason.to_owned(), message),
+    };
+    RuntimeCondition {
+        r#type: kind.to_owned(),
+        status,
+        reason,
+        message,
+    }
+}
+
+/// The runtime is ready while it can write its root and state directories.
+fn runtime_condition(root: &Path, state: &Path) -> RuntimeCondition {
+    let failure = [("root", root), ("state", state)]
+        .into_iter()
+        .find_map(|(what, dir)| {
+            access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+                .err()
+                .map(|errno| {
+                    (
+                        "RuntimeDirUnusable",
+                        format!("{what} dir {} is not writable: {errno}", dir.display()),
+                    )
+                })
+        });
+    condition(RUNTIME_READY, failure)
+}
+
+fn network_condition(mode: &NetworkMode) -> RuntimeCondition {
+    let failure = match mode {
+        NetworkMode::Bridge => Some((
+            "NetworkPluginNotReady",
+            "the built-in bridge network is not implemented yet; pods cannot get a network"
+                .to_owned(),
+        )),
+        NetworkMode::Cni { conf_dir } => cni_config_missing(conf_dir),
+    };
+    condition(NETWORK_READY, failure)
+}
+
+/// CNI is ready once a network configuration file exists, as containerd judges it.
+fn cni_config_missing(conf_dir: &Path) -> Option<(&'static str, String)> {
+    let has_config = std::fs::read_dir(conf_dir)
+        .map(|entries| {
+            entries.filter_map(Result::ok).any(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                [".conf", ".conflist", ".json"]
+                    .iter()
+                    .any(|ext| name.ends_with(ext))
+            })
+        })
+        .unwrap_or(false);
+    (!has_config).then(|| {
+        (
+            "NetworkPluginNotReady",
+            format!(
+                "cni config uninitialized: no network config found in {}",
+                conf_dir.display()
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cni_network_is_ready_only_with_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = NetworkMode::Cni {
+            conf_dir: dir.path().to_owned(),
+        };
+        let not_ready = network_condition(&mode);
+        assert!(!not_ready.status);
+        assert_eq!(not_ready.reason, "NetworkPluginNotReady");
+        assert!(not_ready.message.contains(&dir.path().display().to_string()));
+        std::fs::write(dir.path().join("10-net.conflist"), "{}").unwrap();
+        assert!(network_condition(&mode).status);
+    }
+
+    #[test]
+    fn missing_state_dir_makes_the_runtime_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone");
+        let condition = runtime_condition(dir.path(), &missing);
+        assert!(!condition.status);
+        assert_eq!(condition.r#type, RUNTIME_READY);
+        assert!(condition.message.contains("gone"), "{}", condition.message);
+        assert!(runtime_condition(dir.path(), dir.path()).status);
+    }
+}
