@@ -1,1 +1,117 @@
-fn main() {}
+//! coracled: the Coracle CRI runtime daemon. Thin: flags, config, wiring, signals.
+
+mod cli;
+mod config;
+mod logging;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use coracle_cri::error::cause_chain;
+use coracle_cri::{CriOptions, CriService};
+use coracle_runtime::{Runtime, RuntimeDirs};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::Cli;
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("coracled: {}", cause_chain(err.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = effective_config(&cli)?;
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    logging::init(&config.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("coracled")
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
+    let (path, named_by_user) = match &cli.config {
+        Some(path) => (path.as_path(), true),
+        None => (Path::new(DEFAULT_CONFIG_PATH), false),
+    };
+    let mut config = Config::load(path, named_by_user)?;
+    cli.apply_overrides(&mut config);
+    config.validate()?;
+    Ok(config)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    ensure_cgroup_driver_usable(config.cgroup_driver)?;
+    let dirs = RuntimeDirs {
+        root: config.root_dir.clone(),
+        state: config.state_dir.clone(),
+    };
+    // The socket first: a second daemon must fail before it touches the store.
+    let socket = coracle_cri::bind(&config.socket_path)?;
+    let runtime = Runtime::open(dirs).context("open the runtime state")?;
+    let service = CriService::new(Arc::new(runtime), cri_options(&config)?);
+    tracing::info!(
+        socket = %config.socket_path.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "coracled serving CRI runtime.v1 and runtime.v1alpha2"
+    );
+    let grace = Duration::from_secs(config.shutdown_timeout_seconds);
+    coracle_cri::serve(service, socket, shutdown_signal()?, grace).await?;
+    tracing::info!("coracled stopped");
+    Ok(())
+}
+
+fn cri_options(config: &Config) -> anyhow::Result<CriOptions> {
+    Ok(CriOptions {
+        effective_config_json: serde_json::to_string(config)
+            .context("render the effective config as JSON")?,
+        cgroup_driver: match config.cgroup_driver {
+            config::CgroupDriver::Cgroupfs => coracle_cri::CgroupDriver::Cgroupfs,
+            config::CgroupDriver::Systemd => coracle_cri::CgroupDriver::Systemd,
+        },
+        network: match config.network.mode {
+            config::NetworkMode::Bridge => coracle_cri::NetworkMode::Bridge,
+            config::NetworkMode::Cni => coracle_cri::NetworkMode::Cni {
+                conf_dir: config.network.cni_conf_dir.clone(),
+            },
+        },
+    })
+}
+
+/// The systemd driver needs systemd; refuse to start rather than fail every pod.
+fn ensure_cgroup_driver_usable(driver: config::CgroupDriver) -> anyhow::Result<()> {
+    if driver == config::CgroupDriver::Systemd && !Path::new("/run/systemd/system").is_dir() {
+        anyhow::bail!(
+            "config key `cgroup_driver`: \"systemd\" needs systemd as init, and it is not running here; use \"cgroupfs\""
+        );
+    }
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}

@@ -123,13 +123,16 @@ mod tests {
                         pid: v1alpha2::NamespaceMode::Pod as i32,
                         ipc: v1alpha2::NamespaceMode::Pod as i32,
                         target_id: String::new(),
+                        ..Default::default()
                     }),
                     run_as_user: Some(v1alpha2::Int64Value { value: 1000 }),
                     supplemental_groups: vec![1, 2],
                     privileged: true,
                     ..Default::default()
                 }),
+                ..Default::default()
             }),
+            ..Default::default()
         };
         let request = v1alpha2::RunPodSandboxRequest {
             config: Some(config),

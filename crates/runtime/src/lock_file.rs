@@ -91,10 +91,10 @@ mod tests {
     #[test]
     fn second_lock_of_the_same_file_is_refused_with_the_holder_pid() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = LockFile::acquire(dir.path()).unwrap();
+        let _first = LockFile::acquire(&dir.path().join("x.lock")).unwrap();
         // flock locks belong to the open file description, so a second open in the
         // same process conflicts just as another process would.
-        let err = LockFile::acquire(dir.path()).unwrap_err();
+        let err = LockFile::acquire(&dir.path().join("x.lock")).unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, LockFileError::Held { .. }), "{message}");
         assert!(
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn lock_is_free_again_once_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        drop(LockFile::acquire(dir.path()).unwrap());
-        LockFile::acquire(dir.path()).unwrap();
+        drop(LockFile::acquire(&dir.path().join("x.lock")).unwrap());
+        LockFile::acquire(&dir.path().join("x.lock")).unwrap();
     }
 }

@@ -1,0 +1,269 @@
+//! The daemon's configuration: one TOML file, every key with an embedded default.
+//!
+//! An unknown key or a bad value stops the start with an error naming the key: a
+//! typo in a node's config must not silently fall back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/coracle/config.toml";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The CRI socket kubelet and crictl connect to.
+    pub socket_path: PathBuf,
+    /// Persistent state: pod and container records, images, snapshots.
+    pub root_dir: PathBuf,
+    /// Volatile state (tmpfs): pinned namespaces, exit files, the socket lock.
+    pub state_dir: PathBuf,
+    /// How pod cgroups are managed; kubelet's `--cgroup-driver` must match.
+    pub cgroup_driver: CgroupDriver,
+    /// On SIGTERM/SIGINT, how long in-flight requests may still run.
+    pub shutdown_timeout_seconds: u64,
+    pub log: LogConfig,
+    pub network: NetworkConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`) or a tracing filter such as
+    /// `info,coracle_cri=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `bridge`: Coracle's built-in bridge network. `cni`: CNI plugins.
+    pub mode: NetworkMode,
+    /// Where CNI network configurations are read from in `cni` mode.
+    pub cni_conf_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    Bridge,
+    Cni,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket_path: PathBuf::from("/run/coracle/coracle.sock"),
+            root_dir: PathBuf::from("/var/lib/coracle"),
+            state_dir: PathBuf::from("/run/coracle"),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            shutdown_timeout_seconds: 10,
+            log: LogConfig::default(),
+            network: NetworkConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            mode: NetworkMode::Bridge,
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads `path`; a missing file is an error only when the user named it.
+    pub fn load(path: &Path, named_by_user: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            }),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !named_by_user => {
+                Ok(Self::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, path) in [
+            ("socket_path", &self.socket_path),
+            ("root_dir", &self.root_dir),
+            ("state_dir", &self.state_dir),
+            ("network.cni_conf_dir", &self.network.cni_conf_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("{} is not an absolute path", path.display()),
+                });
+            }
+        }
+        if self.root_dir == self.state_dir {
+            return Err(ConfigError::Invalid {
+                key: "state_dir",
+                reason: "must differ from root_dir (one persists, the other must not)".into(),
+            });
+        }
+        if self.shutdown_timeout_seconds > 3600 {
+            return Err(ConfigError::Invalid {
+                key: "shutdown_timeout_seconds",
+                reason: format!("{} is more than an hour", self.shutdown_timeout_seconds),
+            });
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                reason: format!("{:?} is not a level or filter: {err}", self.log.level),
+            });
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, as `--print-config` shows it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let config = Config::parse("[log]\nformat = \"json\"\n").unwrap();
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.root_dir, Config::default().root_dir);
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = Config::parse("root_dri = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("root_dri"), "{err}");
+        let nested = Config::parse("[network]\nmod = \"cni\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(nested.contains("mod"), "{nested}");
+    }
+
+    #[test]
+    fn bad_value_is_named_in_the_error() {
+        let err = Config::parse("cgroup_driver = \"cgroupv3\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cgroup_driver"), "{err}");
+        assert!(err.contains("cgroupv3"), "{err}");
+    }
+
+    #[test]
+    fn relative_path_is_refused_naming_the_key() {
+        let config = Config {
+            state_dir: PathBuf::from("run/coracle"),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`state_dir`"), "{err}");
+    }
+
+    #[test]
+    fn bad_log_filter_is_refused_naming_the_key() {
+        let mut config = Config::default();
+        config.log.level = "loud=,,=".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let defaults = Config::default();
+        defaults.validate().unwrap();
+        assert_eq!(Config::parse(&defaults.to_toml()).unwrap(), defaults);
+    }
+
+    #[test]
+    fn missing_default_file_gives_defaults_but_a_named_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("config.toml");
+        assert_eq!(Config::load(&missing, false).unwrap(), Config::default());
+        assert!(matches!(
+            Config::load(&missing, true),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    /// docs/configuration.md shows the defaults; this keeps it from drifting.
+    #[test]
+    fn configuration_reference_shows_the_real_defaults() {
+        let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+        let doc = std::fs::read_to_string(&doc_path).unwrap();
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/configuration.md has a ```toml block with the defaults");
+        let documented: toml::Value = toml::from_str(block).unwrap();
+        let real = toml::Value::try_from(Config::default()).unwrap();
+        assert_eq!(
+            documented, real,
+            "docs/configuration.md is out of date; paste `coracled --print-config --config /dev/null`"
+        );
+    }
+}
