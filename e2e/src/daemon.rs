@@ -157,12 +157,19 @@ impl Daemon {
                 );
             }
             if let Ok(mut client) = self.runtime_client().await {
-                if client.version(k8s_cri::v1::VersionRequest::default()).await.is_ok() {
+                if client
+                    .version(k8s_cri::v1::VersionRequest::default())
+                    .await
+                    .is_ok()
+                {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                bail!("coracled did not answer within {START_TIMEOUT:?}; log:\n{}", self.log());
+                bail!(
+                    "coracled did not answer within {START_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -211,7 +218,10 @@ impl Daemon {
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         let status = self.signal_and_wait(Signal::SIGTERM).await?;
         if !status.success() {
-            bail!("coracled exited with {status} on SIGTERM; log:\n{}", self.log());
+            bail!(
+                "coracled exited with {status} on SIGTERM; log:\n{}",
+                self.log()
+            );
         }
         self.check_nothing_left_behind()
     }
@@ -243,7 +253,10 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("coracled did not exit within {STOP_TIMEOUT:?} of {signal}; log:\n{}", self.log());
+                bail!(
+                    "coracled did not exit within {STOP_TIMEOUT:?} of {signal}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

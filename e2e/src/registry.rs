@@ -175,8 +175,9 @@ impl Drop for Registry {
 }
 
 fn start_on_free_port(dir: &Path) -> anyhow::Result<(Child, String)> {
-    let template = fs::read_to_string(workspace_root().join("hack/test-images/registry-config.yml.in"))
-        .context("read registry config template")?;
+    let template =
+        fs::read_to_string(workspace_root().join("hack/test-images/registry-config.yml.in"))
+            .context("read registry config template")?;
     let storage = dir.join("storage");
     fs::create_dir_all(&storage)?;
     let mut last_error = None;
@@ -258,7 +259,8 @@ pub fn http_request(
 ) -> anyhow::Result<HttpResponse> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -1,6 +1,8 @@
 //! The daemon as kubelet and crictl see it: versions, status, wiring, the socket,
 //! the store across restarts, logs and shutdown.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
@@ -51,7 +53,11 @@ async fn status_reports_both_conditions_on_both_versions() {
         .await
         .unwrap()
         .into_inner();
-    assert!(status.info.is_empty(), "info without verbose: {:?}", status.info);
+    assert!(
+        status.info.is_empty(),
+        "info without verbose: {:?}",
+        status.info
+    );
     let conditions: HashMap<_, _> = status
         .status
         .unwrap()
@@ -238,7 +244,10 @@ async fn second_daemon_on_the_same_root_dir_exits_non_zero() {
 async fn stale_socket_from_a_crash_is_replaced() {
     let mut daemon = Daemon::start().await.unwrap();
     daemon.crash().await.unwrap();
-    assert!(daemon.socket_path().exists(), "SIGKILL should leave the socket");
+    assert!(
+        daemon.socket_path().exists(),
+        "SIGKILL should leave the socket"
+    );
     daemon.restart().await.unwrap();
     daemon
         .runtime_client()
@@ -310,7 +319,10 @@ async fn record_survives_restart_and_crash() {
     daemon.crash().await.unwrap();
     daemon.restart().await.unwrap();
     let pods = listed_pods(&daemon).await;
-    assert_eq!(pods.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["p1"]);
+    assert_eq!(
+        pods.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["p1"]
+    );
 
     // The same record through the v1alpha2 API.
     let alpha = daemon
@@ -358,10 +370,7 @@ async fn message_limit_is_16_mib() {
 async fn each_rpc_is_logged_with_its_duration_and_errors_at_warn() {
     let mut daemon = Daemon::start().await.unwrap();
     let mut client = daemon.runtime_client().await.unwrap();
-    client
-        .status(v1::StatusRequest::default())
-        .await
-        .unwrap();
+    client.status(v1::StatusRequest::default()).await.unwrap();
     let _ = client
         .stop_container(v1::StopContainerRequest::default())
         .await;
@@ -371,7 +380,10 @@ async fn each_rpc_is_logged_with_its_duration_and_errors_at_warn() {
         .lines()
         .find(|line| line.contains("/runtime.v1.RuntimeService/Status"))
         .unwrap_or_else(|| panic!("no Status line in log:\n{log}"));
-    assert!(status_line.contains("DEBUG") && status_line.contains("duration_ms"), "{status_line}");
+    assert!(
+        status_line.contains("DEBUG") && status_line.contains("duration_ms"),
+        "{status_line}"
+    );
     let error_line = log
         .lines()
         .find(|line| line.contains("/runtime.v1.RuntimeService/StopContainer"))
@@ -400,7 +412,10 @@ async fn json_log_format_writes_one_json_object_per_line() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(value["level"].is_string(), "{line}");
     }
-    assert!(log.contains("\"rpc\":\"/runtime.v1.RuntimeService/Version\""), "{log}");
+    assert!(
+        log.contains("\"rpc\":\"/runtime.v1.RuntimeService/Version\""),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -418,7 +433,10 @@ async fn bad_config_stops_the_start_naming_the_key() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("format") && stderr.contains("yaml"), "{stderr}");
+    assert!(
+        stderr.contains("format") && stderr.contains("yaml"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("c.sock").exists());
 }
 
@@ -426,7 +444,11 @@ async fn bad_config_stops_the_start_naming_the_key() {
 async fn print_config_shows_flags_over_file_over_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "root_dir = \"/srv/coracle\"\n[log]\nlevel = \"warn\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "root_dir = \"/srv/coracle\"\n[log]\nlevel = \"warn\"\n",
+    )
+    .unwrap();
     let output = tokio::process::Command::new(coracle_e2e::daemon::coracled_binary())
         .arg("--config")
         .arg(&config)
@@ -441,4 +463,39 @@ async fn print_config_shows_flags_over_file_over_defaults() {
     assert_eq!(printed["root_dir"].as_str(), Some("/srv/coracle"));
     assert_eq!(printed["log"]["level"].as_str(), Some("trace"));
     assert_eq!(printed["state_dir"].as_str(), Some("/run/coracle"));
+}
+
+/// kubelet keeps its connection open; shutdown must not wait out the grace period
+/// for an idle connection, and must exit 0 on SIGINT as on SIGTERM.
+#[tokio::test]
+async fn shutdown_with_a_connected_client_is_prompt_and_clean() {
+    let mut daemon = Daemon::start_with(DaemonOptions {
+        // Longer than the harness waits for an exit: a shutdown that waited for the
+        // idle connection to go away would fail `stop`.
+        config_toml: Some("shutdown_timeout_seconds = 120\n".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    client.version(v1::VersionRequest::default()).await.unwrap();
+    daemon.stop().await.unwrap();
+    // The connection is gone with the daemon.
+    assert!(client.version(v1::VersionRequest::default()).await.is_err());
+    assert!(daemon.log().contains("SIGTERM received"));
+}
+
+#[tokio::test]
+async fn sigint_exits_zero_and_removes_the_socket() {
+    let mut daemon = Daemon::start().await.unwrap();
+    let pid = nix::unistd::Pid::from_raw(daemon.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while daemon.socket_path().exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!daemon.socket_path().exists(), "socket still there after SIGINT");
+    // stop() now finds the process exited: its status must still be 0.
+    daemon.stop().await.unwrap();
+    assert!(daemon.log().contains("SIGINT received"));
 }

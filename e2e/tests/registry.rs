@@ -1,5 +1,7 @@
 //! The test registry and images every image and container test builds on.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 use coracle_e2e::Registry;
 use coracle_e2e::registry::{load_test_images, test_images_dir};
 
@@ -32,7 +34,10 @@ fn registry_serves_every_test_image_by_tag_and_by_digest() {
         "application/vnd.oci.image.index.v1+json"
     );
     assert_eq!(
-        registry.image("busybox-docker", "latest").unwrap().media_type,
+        registry
+            .image("busybox-docker", "latest")
+            .unwrap()
+            .media_type,
         "application/vnd.docker.distribution.manifest.v2+json"
     );
     assert!(registry.manifest_digest("busybox", "no-such-tag").is_err());

@@ -7,7 +7,11 @@ use clap::Parser;
 use crate::config::{Config, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "coracled", version, about = "Coracle: a Kubernetes CRI runtime")]
+#[command(
+    name = "coracled",
+    version,
+    about = "Coracle: a Kubernetes CRI runtime"
+)]
 pub struct Cli {
     /// The TOML configuration file [default: /etc/coracle/config.toml, if it exists]
     #[arg(long, value_name = "PATH")]
@@ -69,7 +73,8 @@ mod tests {
             "--log-level",
             "debug",
         ]);
-        let mut config = Config::parse("root_dir = \"/srv/coracle\"\nstate_dir = \"/run/c\"\n").unwrap();
+        let mut config =
+            Config::parse("root_dir = \"/srv/coracle\"\nstate_dir = \"/run/c\"\n").unwrap();
         cli.apply_overrides(&mut config);
         assert_eq!(config.socket_path, PathBuf::from("/tmp/x.sock"));
         assert_eq!(config.root_dir, PathBuf::from("/tmp/root"));

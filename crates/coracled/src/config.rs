@@ -196,7 +196,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_in_the_error() {
-        let err = Config::parse("root_dri = \"/x\"\n").unwrap_err().to_string();
+        let err = Config::parse("root_dri = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("root_dri"), "{err}");
         let nested = Config::parse("[network]\nmod = \"cni\"\n")
             .unwrap_err()

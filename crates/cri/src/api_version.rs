@@ -85,7 +85,10 @@ mod tests {
             .unwrap();
         let routed = route_api_version(request);
         assert_eq!(routed.uri().path(), "/runtime.v1.ImageService/ListImages");
-        assert_eq!(routed.extensions().get::<ApiVersion>(), Some(&ApiVersion::V1));
+        assert_eq!(
+            routed.extensions().get::<ApiVersion>(),
+            Some(&ApiVersion::V1)
+        );
     }
 
     /// A rich message survives v1alpha2 -> bytes -> v1 -> bytes -> v1alpha2 intact.

@@ -15,23 +15,38 @@ fn unimplemented<T>(rpc: &'static str) -> Rpc<T> {
 
 #[tonic::async_trait]
 impl ImageService for CriService {
-    async fn list_images(&self, _request: Request<v1::ListImagesRequest>) -> Rpc<v1::ListImagesResponse> {
+    async fn list_images(
+        &self,
+        _request: Request<v1::ListImagesRequest>,
+    ) -> Rpc<v1::ListImagesResponse> {
         unimplemented("ListImages")
     }
 
-    async fn image_status(&self, _request: Request<v1::ImageStatusRequest>) -> Rpc<v1::ImageStatusResponse> {
+    async fn image_status(
+        &self,
+        _request: Request<v1::ImageStatusRequest>,
+    ) -> Rpc<v1::ImageStatusResponse> {
         unimplemented("ImageStatus")
     }
 
-    async fn pull_image(&self, _request: Request<v1::PullImageRequest>) -> Rpc<v1::PullImageResponse> {
+    async fn pull_image(
+        &self,
+        _request: Request<v1::PullImageRequest>,
+    ) -> Rpc<v1::PullImageResponse> {
         unimplemented("PullImage")
     }
 
-    async fn remove_image(&self, _request: Request<v1::RemoveImageRequest>) -> Rpc<v1::RemoveImageResponse> {
+    async fn remove_image(
+        &self,
+        _request: Request<v1::RemoveImageRequest>,
+    ) -> Rpc<v1::RemoveImageResponse> {
         unimplemented("RemoveImage")
     }
 
-    async fn image_fs_info(&self, _request: Request<v1::ImageFsInfoRequest>) -> Rpc<v1::ImageFsInfoResponse> {
+    async fn image_fs_info(
+        &self,
+        _request: Request<v1::ImageFsInfoRequest>,
+    ) -> Rpc<v1::ImageFsInfoResponse> {
         unimplemented("ImageFsInfo")
     }
 }

@@ -27,57 +27,96 @@ impl RuntimeService for CriService {
         Ok(Response::new(version::version(api_version_of(&request))))
     }
 
-    async fn run_pod_sandbox(&self, _request: Request<v1::RunPodSandboxRequest>) -> Rpc<v1::RunPodSandboxResponse> {
+    async fn run_pod_sandbox(
+        &self,
+        _request: Request<v1::RunPodSandboxRequest>,
+    ) -> Rpc<v1::RunPodSandboxResponse> {
         unimplemented("RunPodSandbox")
     }
 
-    async fn stop_pod_sandbox(&self, _request: Request<v1::StopPodSandboxRequest>) -> Rpc<v1::StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        _request: Request<v1::StopPodSandboxRequest>,
+    ) -> Rpc<v1::StopPodSandboxResponse> {
         unimplemented("StopPodSandbox")
     }
 
-    async fn remove_pod_sandbox(&self, _request: Request<v1::RemovePodSandboxRequest>) -> Rpc<v1::RemovePodSandboxResponse> {
+    async fn remove_pod_sandbox(
+        &self,
+        _request: Request<v1::RemovePodSandboxRequest>,
+    ) -> Rpc<v1::RemovePodSandboxResponse> {
         unimplemented("RemovePodSandbox")
     }
 
-    async fn pod_sandbox_status(&self, _request: Request<v1::PodSandboxStatusRequest>) -> Rpc<v1::PodSandboxStatusResponse> {
+    async fn pod_sandbox_status(
+        &self,
+        _request: Request<v1::PodSandboxStatusRequest>,
+    ) -> Rpc<v1::PodSandboxStatusResponse> {
         unimplemented("PodSandboxStatus")
     }
 
-    async fn list_pod_sandbox(&self, request: Request<v1::ListPodSandboxRequest>) -> Rpc<v1::ListPodSandboxResponse> {
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<v1::ListPodSandboxRequest>,
+    ) -> Rpc<v1::ListPodSandboxResponse> {
         let items = self.list_pod_sandboxes(request.get_ref().filter.as_ref());
         Ok(Response::new(v1::ListPodSandboxResponse { items }))
     }
 
-    async fn create_container(&self, _request: Request<v1::CreateContainerRequest>) -> Rpc<v1::CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        _request: Request<v1::CreateContainerRequest>,
+    ) -> Rpc<v1::CreateContainerResponse> {
         unimplemented("CreateContainer")
     }
 
-    async fn start_container(&self, _request: Request<v1::StartContainerRequest>) -> Rpc<v1::StartContainerResponse> {
+    async fn start_container(
+        &self,
+        _request: Request<v1::StartContainerRequest>,
+    ) -> Rpc<v1::StartContainerResponse> {
         unimplemented("StartContainer")
     }
 
-    async fn stop_container(&self, _request: Request<v1::StopContainerRequest>) -> Rpc<v1::StopContainerResponse> {
+    async fn stop_container(
+        &self,
+        _request: Request<v1::StopContainerRequest>,
+    ) -> Rpc<v1::StopContainerResponse> {
         unimplemented("StopContainer")
     }
 
-    async fn remove_container(&self, _request: Request<v1::RemoveContainerRequest>) -> Rpc<v1::RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        _request: Request<v1::RemoveContainerRequest>,
+    ) -> Rpc<v1::RemoveContainerResponse> {
         unimplemented("RemoveContainer")
     }
 
-    async fn list_containers(&self, request: Request<v1::ListContainersRequest>) -> Rpc<v1::ListContainersResponse> {
+    async fn list_containers(
+        &self,
+        request: Request<v1::ListContainersRequest>,
+    ) -> Rpc<v1::ListContainersResponse> {
         let containers = self.list_containers(request.get_ref().filter.as_ref());
         Ok(Response::new(v1::ListContainersResponse { containers }))
     }
 
-    async fn container_status(&self, _request: Request<v1::ContainerStatusRequest>) -> Rpc<v1::ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        _request: Request<v1::ContainerStatusRequest>,
+    ) -> Rpc<v1::ContainerStatusResponse> {
         unimplemented("ContainerStatus")
     }
 
-    async fn update_container_resources(&self, _request: Request<v1::UpdateContainerResourcesRequest>) -> Rpc<v1::UpdateContainerResourcesResponse> {
+    async fn update_container_resources(
+        &self,
+        _request: Request<v1::UpdateContainerResourcesRequest>,
+    ) -> Rpc<v1::UpdateContainerResourcesResponse> {
         unimplemented("UpdateContainerResources")
     }
 
-    async fn reopen_container_log(&self, _request: Request<v1::ReopenContainerLogRequest>) -> Rpc<v1::ReopenContainerLogResponse> {
+    async fn reopen_container_log(
+        &self,
+        _request: Request<v1::ReopenContainerLogRequest>,
+    ) -> Rpc<v1::ReopenContainerLogResponse> {
         unimplemented("ReopenContainerLog")
     }
 
@@ -93,27 +132,45 @@ impl RuntimeService for CriService {
         unimplemented("Attach")
     }
 
-    async fn port_forward(&self, _request: Request<v1::PortForwardRequest>) -> Rpc<v1::PortForwardResponse> {
+    async fn port_forward(
+        &self,
+        _request: Request<v1::PortForwardRequest>,
+    ) -> Rpc<v1::PortForwardResponse> {
         unimplemented("PortForward")
     }
 
-    async fn container_stats(&self, _request: Request<v1::ContainerStatsRequest>) -> Rpc<v1::ContainerStatsResponse> {
+    async fn container_stats(
+        &self,
+        _request: Request<v1::ContainerStatsRequest>,
+    ) -> Rpc<v1::ContainerStatsResponse> {
         unimplemented("ContainerStats")
     }
 
-    async fn list_container_stats(&self, _request: Request<v1::ListContainerStatsRequest>) -> Rpc<v1::ListContainerStatsResponse> {
+    async fn list_container_stats(
+        &self,
+        _request: Request<v1::ListContainerStatsRequest>,
+    ) -> Rpc<v1::ListContainerStatsResponse> {
         unimplemented("ListContainerStats")
     }
 
-    async fn pod_sandbox_stats(&self, _request: Request<v1::PodSandboxStatsRequest>) -> Rpc<v1::PodSandboxStatsResponse> {
+    async fn pod_sandbox_stats(
+        &self,
+        _request: Request<v1::PodSandboxStatsRequest>,
+    ) -> Rpc<v1::PodSandboxStatsResponse> {
         unimplemented("PodSandboxStats")
     }
 
-    async fn list_pod_sandbox_stats(&self, _request: Request<v1::ListPodSandboxStatsRequest>) -> Rpc<v1::ListPodSandboxStatsResponse> {
+    async fn list_pod_sandbox_stats(
+        &self,
+        _request: Request<v1::ListPodSandboxStatsRequest>,
+    ) -> Rpc<v1::ListPodSandboxStatsResponse> {
         unimplemented("ListPodSandboxStats")
     }
 
-    async fn update_runtime_config(&self, _request: Request<v1::UpdateRuntimeConfigRequest>) -> Rpc<v1::UpdateRuntimeConfigResponse> {
+    async fn update_runtime_config(
+        &self,
+        _request: Request<v1::UpdateRuntimeConfigRequest>,
+    ) -> Rpc<v1::UpdateRuntimeConfigResponse> {
         unimplemented("UpdateRuntimeConfig")
     }
 
@@ -121,23 +178,38 @@ impl RuntimeService for CriService {
         Ok(Response::new(self.status(request.get_ref().verbose)))
     }
 
-    async fn checkpoint_container(&self, _request: Request<v1::CheckpointContainerRequest>) -> Rpc<v1::CheckpointContainerResponse> {
+    async fn checkpoint_container(
+        &self,
+        _request: Request<v1::CheckpointContainerRequest>,
+    ) -> Rpc<v1::CheckpointContainerResponse> {
         unimplemented("CheckpointContainer")
     }
 
-    async fn get_container_events(&self, _request: Request<v1::GetEventsRequest>) -> Rpc<Self::GetContainerEventsStream> {
+    async fn get_container_events(
+        &self,
+        _request: Request<v1::GetEventsRequest>,
+    ) -> Rpc<Self::GetContainerEventsStream> {
         unimplemented("GetContainerEvents")
     }
 
-    async fn list_metric_descriptors(&self, _request: Request<v1::ListMetricDescriptorsRequest>) -> Rpc<v1::ListMetricDescriptorsResponse> {
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<v1::ListMetricDescriptorsRequest>,
+    ) -> Rpc<v1::ListMetricDescriptorsResponse> {
         unimplemented("ListMetricDescriptors")
     }
 
-    async fn list_pod_sandbox_metrics(&self, _request: Request<v1::ListPodSandboxMetricsRequest>) -> Rpc<v1::ListPodSandboxMetricsResponse> {
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<v1::ListPodSandboxMetricsRequest>,
+    ) -> Rpc<v1::ListPodSandboxMetricsResponse> {
         unimplemented("ListPodSandboxMetrics")
     }
 
-    async fn runtime_config(&self, _request: Request<v1::RuntimeConfigRequest>) -> Rpc<v1::RuntimeConfigResponse> {
+    async fn runtime_config(
+        &self,
+        _request: Request<v1::RuntimeConfigRequest>,
+    ) -> Rpc<v1::RuntimeConfigResponse> {
         Ok(Response::new(self.runtime_config()))
     }
 }

@@ -114,7 +114,10 @@ mod tests {
             ..Default::default()
         };
         assert!(!pod_matches(&ready_web, &not_ready));
-        assert!(pod_matches(&pod("x", PodState::NotReady, "web"), &not_ready));
+        assert!(pod_matches(
+            &pod("x", PodState::NotReady, "web"),
+            &not_ready
+        ));
         let db_label = PodSandboxFilter {
             label_selector: [("app".to_string(), "db".to_string())].into(),
             ..Default::default()

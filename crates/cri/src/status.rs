@@ -140,7 +140,11 @@ mod tests {
         let not_ready = network_condition(&mode);
         assert!(!not_ready.status);
         assert_eq!(not_ready.reason, "NetworkPluginNotReady");
-        assert!(not_ready.message.contains(&dir.path().display().to_string()));
+        assert!(
+            not_ready
+                .message
+                .contains(&dir.path().display().to_string())
+        );
         std::fs::write(dir.path().join("10-net.conflist"), "{}").unwrap();
         assert!(network_condition(&mode).status);
     }

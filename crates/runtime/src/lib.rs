@@ -1,8 +1,8 @@
 //! Pods and containers: lifecycle state, the persisted store, and the locks that keep
 //! one daemon per root directory.
 
-pub mod model;
 pub mod lock_file;
+pub mod model;
 pub mod store;
 
 use std::path::{Path, PathBuf};

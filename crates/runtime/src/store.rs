@@ -544,10 +544,7 @@ mod tests {
         .unwrap();
         let (store, report) = RecordStore::<Thing>::open(dir.path()).unwrap();
         assert_eq!(report.loaded, 1);
-        assert_eq!(
-            report.quarantined,
-            vec![dir.path().join("a.json.corrupt")]
-        );
+        assert_eq!(report.quarantined, vec![dir.path().join("a.json.corrupt")]);
         assert!(store.get("a").is_none());
         assert!(dir.path().join("a.json.corrupt").exists());
     }
@@ -571,7 +568,10 @@ mod tests {
         let (store, _) = RecordStore::<Thing>::open(dir.path()).unwrap();
         for bad in ["", "../x", "a/b", ".hidden", "a b"] {
             let err = store.insert(thing(bad, 1)).await.err().unwrap();
-            assert!(matches!(err, StoreError::InvalidId { .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(err, StoreError::InvalidId { .. }),
+                "{bad:?}: {err}"
+            );
         }
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }

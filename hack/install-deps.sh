@@ -1,0 +1,32 @@
+#!/bin/bash
+# Installs what building, running and testing Coracle needs on Debian, as root.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+# protobuf-compiler: protoc for the CRI protos (k8s-cri's build script).
+# busybox-static, docker-registry, python3, zstd: test images and their registry.
+DEBIAN_PACKAGES=(protobuf-compiler busybox-static docker-registry python3 zstd ca-certificates)
+MIN_RUST=1.85
+
+die() { echo "install-deps: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (apt-get, and Coracle itself, need it)"
+
+missing=()
+for package in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian 12's packaged Rust is too old for the CRI crates (edition 2024); Coracle
+# needs a rustup toolchain, which cannot be fetched from here if it is absent.
+command -v cargo >/dev/null || die "cargo not found: install Rust >= $MIN_RUST with rustup"
+rust_version="$(rustc --version | awk '{print $2}')"
+[ "$(printf '%s\n%s\n' "$MIN_RUST" "$rust_version" | sort -V | head -1)" = "$MIN_RUST" ] \
+    || die "rustc $rust_version is older than $MIN_RUST"

@@ -1,0 +1,8 @@
+#!/bin/bash
+# Installs what is missing, builds coracled (release) and runs it with the embedded
+# defaults (or /etc/coracle/config.toml if present). Extra arguments go to coracled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./hack/install-deps.sh
+cargo build --release --locked -p coracled
+exec ./target/release/coracled "$@"
