@@ -494,7 +494,10 @@ async fn sigint_exits_zero_and_removes_the_socket() {
     while daemon.socket_path().exists() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!daemon.socket_path().exists(), "socket still there after SIGINT");
+    assert!(
+        !daemon.socket_path().exists(),
+        "socket still there after SIGINT"
+    );
     // stop() now finds the process exited: its status must still be 0.
     daemon.stop().await.unwrap();
     assert!(daemon.log().contains("SIGINT received"));
