@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # protobuf-compiler: protoc for the CRI protos (k8s-cri's build script).
+# libseccomp-dev, pkg-config: the seccomp filter compiler of crates/oci.
 # busybox-static, docker-registry, python3, zstd: test images and their registry.
-DEBIAN_PACKAGES=(protobuf-compiler busybox-static docker-registry python3 zstd ca-certificates)
+DEBIAN_PACKAGES=(protobuf-compiler libseccomp-dev pkg-config busybox-static docker-registry python3 zstd ca-certificates)
 MIN_RUST=1.85
 
 die() { echo "install-deps: $*" >&2; exit 1; }

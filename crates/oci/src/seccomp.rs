@@ -1,0 +1,1 @@
+//! The OCI seccomp object compiled to a BPF filter with libseccomp.
