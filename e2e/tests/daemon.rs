@@ -179,25 +179,33 @@ async fn unimplemented_rpcs_name_themselves_on_both_versions() {
     daemon.stop().await.unwrap();
 }
 
+/// Runs a second `coracled` by hand (no config file) and waits for it to exit.
+async fn run_coracled(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let output = tokio::process::Command::new(coracle_e2e::daemon::coracled_binary())
+        .arg("--config")
+        .arg("/dev/null")
+        .args(args)
+        .stdin(Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(20), output)
+        .await
+        .expect("coracled did not exit")
+        .unwrap()
+}
+
 #[tokio::test]
 async fn second_daemon_on_a_live_socket_exits_non_zero() {
     let mut daemon = Daemon::start().await.unwrap();
     let other = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(coracle_e2e::daemon::coracled_binary())
-        .arg("--config")
-        .arg("/dev/null")
-        .arg("--socket")
-        .arg(daemon.socket_path())
-        .arg("--root")
-        .arg(other.path().join("root"))
-        .arg("--state")
-        .arg(other.path().join("state"))
-        .stdin(Stdio::null())
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(20), output)
-        .await
-        .expect("second daemon did not exit")
-        .unwrap();
+    let output = run_coracled(&[
+        "--socket".as_ref(),
+        daemon.socket_path().as_os_str(),
+        "--root".as_ref(),
+        other.path().join("root").as_os_str(),
+        "--state".as_ref(),
+        other.path().join("state").as_os_str(),
+    ])
+    .await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("already served"), "{stderr}");
@@ -220,19 +228,15 @@ async fn second_daemon_on_a_live_socket_exits_non_zero() {
 async fn second_daemon_on_the_same_root_dir_exits_non_zero() {
     let mut daemon = Daemon::start().await.unwrap();
     let other = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(coracle_e2e::daemon::coracled_binary())
-        .arg("--config")
-        .arg("/dev/null")
-        .arg("--socket")
-        .arg(other.path().join("other.sock"))
-        .arg("--root")
-        .arg(daemon.root_dir())
-        .arg("--state")
-        .arg(other.path().join("state"))
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
+    let output = run_coracled(&[
+        "--socket".as_ref(),
+        other.path().join("other.sock").as_os_str(),
+        "--root".as_ref(),
+        daemon.root_dir().as_os_str(),
+        "--state".as_ref(),
+        other.path().join("state").as_os_str(),
+    ])
+    .await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("one daemon per root dir"), "{stderr}");
