@@ -1,0 +1,5 @@
+//! Pod networking. For now: holding a pod's namespaces without a pause container.
+
+pub mod pin;
+
+pub use pin::{NamespaceKind, PinError, PinnedNamespaces, pin_namespaces, unpin_namespaces};
