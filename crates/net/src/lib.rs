@@ -2,4 +2,7 @@
 
 pub mod pin;
 
-pub use pin::{NamespaceKind, PinError, PinnedNamespaces, pin_namespaces, unpin_namespaces};
+pub use pin::{
+    NamespaceKind, PinError, PinSetup, PinnedNamespaces, pin_namespaces, unpin_namespaces,
+    validate_sysctl,
+};

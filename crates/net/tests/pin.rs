@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use coracle_net::{NamespaceKind, pin_namespaces, unpin_namespaces};
+use coracle_net::{NamespaceKind, PinSetup, pin_namespaces, unpin_namespaces};
 use nix::sched::{CloneFlags, setns};
 
 fn require_root() {
@@ -33,6 +33,13 @@ fn look_inside(dir: &Path) -> (String, String, String) {
         }
         let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
         let interfaces = fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+        let port_start =
+            fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+        assert_eq!(
+            port_start.trim(),
+            "80",
+            "sysctl not applied inside the pod netns"
+        );
         let ipc_ns = fs::read_link("/proc/thread-self/ns/ipc")
             .unwrap()
             .to_string_lossy()
@@ -48,7 +55,15 @@ fn pinned_namespaces_are_new_hold_the_hostname_and_unpin_cleanly() {
     require_root();
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("pod-a");
-    let pinned = pin_namespaces(&dir, &NamespaceKind::ALL, Some("pod-a-host")).unwrap();
+    let pinned = pin_namespaces(
+        &dir,
+        &NamespaceKind::ALL,
+        &PinSetup {
+            hostname: Some("pod-a-host".into()),
+            sysctls: vec![("net.ipv4.ip_unprivileged_port_start".into(), "80".into())],
+        },
+    )
+    .unwrap();
     for kind in NamespaceKind::ALL {
         let path = pinned.path(kind).unwrap();
         assert!(is_mount_point(&path), "{} is not a mount", path.display());
@@ -65,7 +80,10 @@ fn pinned_namespaces_are_new_hold_the_hostname_and_unpin_cleanly() {
     assert_eq!(devices, ["lo"]);
     let host_ipc = fs::read_link("/proc/self/ns/ipc").unwrap();
     assert_ne!(ipc_ns, host_ipc.to_string_lossy());
-    // The host's hostname is untouched.
+    // The host's hostname and sysctl are untouched.
+    let host_port_start =
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(host_port_start.trim(), "80");
     assert_ne!(
         nix::unistd::gethostname().unwrap().to_string_lossy(),
         "pod-a-host"
@@ -85,8 +103,8 @@ fn two_pods_get_different_namespaces() {
     require_root();
     let temp = tempfile::tempdir().unwrap();
     let (a, b) = (temp.path().join("a"), temp.path().join("b"));
-    pin_namespaces(&a, &[NamespaceKind::Net], None).unwrap();
-    pin_namespaces(&b, &[NamespaceKind::Net], None).unwrap();
+    pin_namespaces(&a, &[NamespaceKind::Net], &PinSetup::default()).unwrap();
+    pin_namespaces(&b, &[NamespaceKind::Net], &PinSetup::default()).unwrap();
     let inode = |p: &Path| {
         use std::os::unix::fs::MetadataExt;
         fs::metadata(p.join("net")).unwrap().ino()
@@ -101,8 +119,8 @@ fn pinning_twice_into_the_same_dir_is_refused_and_keeps_the_first() {
     require_root();
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("pod");
-    pin_namespaces(&dir, &[NamespaceKind::Net], None).unwrap();
-    let err = pin_namespaces(&dir, &[NamespaceKind::Net], None).unwrap_err();
+    pin_namespaces(&dir, &[NamespaceKind::Net], &PinSetup::default()).unwrap();
+    let err = pin_namespaces(&dir, &[NamespaceKind::Net], &PinSetup::default()).unwrap_err();
     assert!(err.to_string().contains("already holds"), "{err}");
     assert!(is_mount_point(&dir.join("net")));
     unpin_namespaces(&dir).unwrap();
@@ -114,7 +132,15 @@ fn failed_pin_leaves_nothing_behind() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("pod");
     // An invalid hostname (longer than 64 bytes) fails after unshare.
-    let err = pin_namespaces(&dir, &NamespaceKind::ALL, Some(&"x".repeat(100))).unwrap_err();
+    let err = pin_namespaces(
+        &dir,
+        &NamespaceKind::ALL,
+        &PinSetup {
+            hostname: Some("x".repeat(100)),
+            sysctls: vec![],
+        },
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("hostname"), "{err}");
     assert!(!dir.exists(), "pin dir left behind");
 }
