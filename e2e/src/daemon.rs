@@ -286,7 +286,26 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Pods outlive their daemon by design; a test that failed before removing
+        // them must not leak their mounts on this machine.
+        for mount_point in mounts_under(self.dir.path()) {
+            let _ = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut found: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(&prefix))
+        .map(PathBuf::from)
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
 }
 
 /// A tonic channel over a unix socket, as crictl and kubelet connect.

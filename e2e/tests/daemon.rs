@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use coracle_e2e::{Daemon, DaemonOptions};
-use coracle_runtime::model::{PodMetadata, PodRecord, PodState};
+use coracle_runtime::model::{PodMetadata, PodRecord, PodSpec, PodState};
 use coracle_runtime::store::RecordStore;
 use k8s_cri::{v1, v1alpha2};
 use tonic::Code;
@@ -151,11 +151,15 @@ async fn unimplemented_rpcs_name_themselves_on_both_versions() {
         .runtime_client()
         .await
         .unwrap()
-        .run_pod_sandbox(v1::RunPodSandboxRequest::default())
+        .create_container(v1::CreateContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    assert!(
+        err.message().contains("CreateContainer"),
+        "{}",
+        err.message()
+    );
 
     let err = daemon
         .image_client()
@@ -266,17 +270,21 @@ async fn stale_socket_from_a_crash_is_replaced() {
 fn pod_record(id: &str, name: &str) -> PodRecord {
     PodRecord {
         id: id.into(),
-        metadata: PodMetadata {
-            name: name.into(),
-            namespace: "default".into(),
-            uid: format!("uid-{name}"),
-            attempt: 1,
+        spec: PodSpec {
+            metadata: PodMetadata {
+                name: name.into(),
+                namespace: "default".into(),
+                uid: format!("uid-{name}"),
+                attempt: 1,
+            },
+            labels: [("app".to_string(), name.to_string())].into(),
+            annotations: [("note".to_string(), "kept".to_string())].into(),
+            ..Default::default()
         },
         state: PodState::NotReady,
         created_at: 1_700_000_000_000_000_000,
-        runtime_handler: String::new(),
-        labels: [("app".to_string(), name.to_string())].into(),
-        annotations: [("note".to_string(), "kept".to_string())].into(),
+        namespace_dir: None,
+        pinned: Vec::new(),
     }
 }
 

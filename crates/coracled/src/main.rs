@@ -64,7 +64,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     // The socket first: a second daemon must fail before it touches the store.
     let socket = coracle_cri::bind(&config.socket_path)?;
-    let runtime = Runtime::open(dirs).context("open the runtime state")?;
+    let runtime = Runtime::open(dirs)
+        .await
+        .context("open the runtime state")?;
     let service = CriService::new(Arc::new(runtime), cri_options(&config)?);
     tracing::info!(
         socket = %config.socket_path.display(),

@@ -1,5 +1,6 @@
 //! Domain errors of the CRI layer and the one place they become gRPC codes.
 
+use coracle_runtime::RuntimeError;
 use coracle_runtime::store::StoreError;
 use tonic::{Code, Status};
 
@@ -9,8 +10,14 @@ pub enum CriError {
     Unimplemented { rpc: &'static str },
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{what} is not supported yet")]
+    Unsupported { what: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
 }
 
 impl CriError {
@@ -20,15 +27,31 @@ impl CriError {
 
     fn code(&self) -> Code {
         match self {
-            Self::Unimplemented { .. } => Code::Unimplemented,
+            Self::Unimplemented { .. } | Self::Unsupported { .. } => Code::Unimplemented,
             Self::InvalidArgument { .. } => Code::InvalidArgument,
-            Self::Store(store) => match store {
-                StoreError::NotFound { .. } => Code::NotFound,
-                StoreError::AlreadyExists { .. } => Code::AlreadyExists,
-                StoreError::InvalidId { .. } => Code::InvalidArgument,
-                _ => Code::Internal,
-            },
+            Self::NotFound { .. } => Code::NotFound,
+            Self::Store(store) => store_code(store),
+            Self::Runtime(runtime) => runtime_code(runtime),
         }
+    }
+}
+
+fn store_code(err: &StoreError) -> Code {
+    match err {
+        StoreError::NotFound { .. } => Code::NotFound,
+        StoreError::AlreadyExists { .. } => Code::AlreadyExists,
+        StoreError::InvalidId { .. } => Code::InvalidArgument,
+        _ => Code::Internal,
+    }
+}
+
+fn runtime_code(err: &RuntimeError) -> Code {
+    match err {
+        RuntimeError::InvalidArgument { .. } => Code::InvalidArgument,
+        RuntimeError::NameReserved { .. } => Code::AlreadyExists,
+        RuntimeError::Unsupported(_) => Code::Unimplemented,
+        RuntimeError::Store(store) => store_code(store),
+        _ => Code::Internal,
     }
 }
 

@@ -9,10 +9,13 @@ mod image_service;
 pub mod rpc_log;
 mod runtime_service;
 mod sandbox_list;
+mod sandbox_run;
+mod sandbox_status;
 pub mod server;
 pub mod service;
 pub mod socket;
 mod status;
+mod translate;
 pub mod version;
 
 pub use server::{MAX_MESSAGE_BYTES, ServeError, serve};

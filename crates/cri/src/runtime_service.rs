@@ -18,6 +18,16 @@ fn unimplemented<T>(rpc: &'static str) -> Rpc<T> {
     Err(CriError::unimplemented(rpc).into())
 }
 
+fn required_id<'a>(field: &'static str, id: &'a str) -> Result<&'a str, CriError> {
+    if id.is_empty() {
+        return Err(CriError::InvalidArgument {
+            field,
+            reason: "must not be empty".into(),
+        });
+    }
+    Ok(id)
+}
+
 #[tonic::async_trait]
 impl RuntimeService for CriService {
     type GetContainerEventsStream =
@@ -29,30 +39,37 @@ impl RuntimeService for CriService {
 
     async fn run_pod_sandbox(
         &self,
-        _request: Request<v1::RunPodSandboxRequest>,
+        request: Request<v1::RunPodSandboxRequest>,
     ) -> Rpc<v1::RunPodSandboxResponse> {
-        unimplemented("RunPodSandbox")
+        let pod_sandbox_id = self.run_pod_sandbox(request.into_inner()).await?;
+        Ok(Response::new(v1::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<v1::StopPodSandboxRequest>,
+        request: Request<v1::StopPodSandboxRequest>,
     ) -> Rpc<v1::StopPodSandboxResponse> {
-        unimplemented("StopPodSandbox")
+        let id = required_id("pod_sandbox_id", &request.get_ref().pod_sandbox_id)?;
+        self.runtime.stop_pod(id).await.map_err(CriError::from)?;
+        Ok(Response::new(v1::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<v1::RemovePodSandboxRequest>,
+        request: Request<v1::RemovePodSandboxRequest>,
     ) -> Rpc<v1::RemovePodSandboxResponse> {
-        unimplemented("RemovePodSandbox")
+        let id = required_id("pod_sandbox_id", &request.get_ref().pod_sandbox_id)?;
+        self.runtime.remove_pod(id).await.map_err(CriError::from)?;
+        Ok(Response::new(v1::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _request: Request<v1::PodSandboxStatusRequest>,
+        request: Request<v1::PodSandboxStatusRequest>,
     ) -> Rpc<v1::PodSandboxStatusResponse> {
-        unimplemented("PodSandboxStatus")
+        let request = request.get_ref();
+        let id = required_id("pod_sandbox_id", &request.pod_sandbox_id)?;
+        Ok(Response::new(self.pod_sandbox_status(id, request.verbose)?))
     }
 
     async fn list_pod_sandbox(

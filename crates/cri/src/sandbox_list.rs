@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 
 use coracle_runtime::model::{PodRecord, PodState};
-use k8s_cri::v1::{PodSandbox, PodSandboxFilter, PodSandboxMetadata, PodSandboxState};
+use k8s_cri::v1::{PodSandbox, PodSandboxFilter};
 
 use crate::service::CriService;
+use crate::translate::{pod_metadata_to_cri, pod_state_to_cri};
 
 impl CriService {
     pub(crate) fn list_pod_sandboxes(&self, filter: Option<&PodSandboxFilter>) -> Vec<PodSandbox> {
@@ -14,18 +15,12 @@ impl CriService {
             .pods()
             .list()
             .iter()
+            .filter(|pod| pod.state != PodState::Creating)
             .filter(|pod| filter.is_none_or(|f| pod_matches(pod, f)))
             .map(|pod| pod_to_cri(pod))
             .collect();
         pods.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         pods
-    }
-}
-
-fn pod_state_to_cri(state: PodState) -> PodSandboxState {
-    match state {
-        PodState::Ready => PodSandboxState::SandboxReady,
-        PodState::NotReady => PodSandboxState::SandboxNotready,
     }
 }
 
@@ -49,46 +44,44 @@ fn pod_matches(pod: &PodRecord, filter: &PodSandboxFilter) -> bool {
             .state
             .as_ref()
             .is_none_or(|s| s.state == pod_state_to_cri(pod.state) as i32)
-        && labels_match(&pod.labels, &filter.label_selector)
+        && labels_match(&pod.spec.labels, &filter.label_selector)
 }
 
 fn pod_to_cri(pod: &PodRecord) -> PodSandbox {
     PodSandbox {
         id: pod.id.clone(),
-        metadata: Some(PodSandboxMetadata {
-            name: pod.metadata.name.clone(),
-            uid: pod.metadata.uid.clone(),
-            namespace: pod.metadata.namespace.clone(),
-            attempt: pod.metadata.attempt,
-        }),
+        metadata: Some(pod_metadata_to_cri(&pod.spec.metadata)),
         state: pod_state_to_cri(pod.state) as i32,
         created_at: pod.created_at,
-        labels: pod.labels.clone().into_iter().collect(),
-        annotations: pod.annotations.clone().into_iter().collect(),
-        runtime_handler: pod.runtime_handler.clone(),
+        labels: pod.spec.labels.clone().into_iter().collect(),
+        annotations: pod.spec.annotations.clone().into_iter().collect(),
+        runtime_handler: pod.spec.runtime_handler.clone(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coracle_runtime::model::PodMetadata;
-    use k8s_cri::v1::PodSandboxStateValue;
+    use coracle_runtime::model::{PodMetadata, PodSpec};
+    use k8s_cri::v1::{PodSandboxState, PodSandboxStateValue};
 
     fn pod(id: &str, state: PodState, app: &str) -> PodRecord {
         PodRecord {
             id: id.into(),
-            metadata: PodMetadata {
-                name: "n".into(),
-                namespace: "ns".into(),
-                uid: "u".into(),
-                attempt: 0,
+            spec: PodSpec {
+                metadata: PodMetadata {
+                    name: "n".into(),
+                    namespace: "ns".into(),
+                    uid: "u".into(),
+                    attempt: 0,
+                },
+                labels: [("app".to_string(), app.to_string())].into(),
+                ..Default::default()
             },
             state,
             created_at: 1,
-            runtime_handler: String::new(),
-            labels: [("app".to_string(), app.to_string())].into(),
-            annotations: Default::default(),
+            namespace_dir: None,
+            pinned: Vec::new(),
         }
     }
 

@@ -1,13 +1,20 @@
-//! Pods and containers: lifecycle state, the persisted store, and the locks that keep
-//! one daemon per root directory.
+//! Pods and containers: lifecycle, the persisted store, name reservation, and the
+//! locks that keep one daemon per root directory.
 
 pub mod lock_file;
 pub mod model;
+pub mod names;
+pub mod pod_files;
+mod recover;
+mod sandbox_remove;
+mod sandbox_run;
+mod sandbox_stop;
 pub mod store;
 
 use std::path::{Path, PathBuf};
 
 use model::{ContainerRecord, PodRecord};
+use names::NameRegistry;
 use store::{LoadReport, RecordStore, StoreError};
 
 pub use lock_file::{LockFile, LockFileError};
@@ -21,28 +28,91 @@ pub enum RuntimeError {
         kind: &'static str,
         source: StoreError,
     },
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("pod name {key} is reserved for pod {holder_id} with a different config")]
+    NameReserved { key: String, holder_id: String },
+    #[error("{0} is not supported yet")]
+    Unsupported(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("pin namespaces of pod {id}: {source}")]
+    Pin {
+        id: String,
+        source: coracle_net::PinError,
+    },
+    #[error("unpin namespaces of pod {id}: {source}")]
+    Unpin {
+        id: String,
+        source: coracle_net::PinError,
+    },
+    #[error("write the files of pod {id}: {source}")]
+    PodFiles {
+        id: String,
+        source: pod_files::PodFilesError,
+    },
+    #[error("remove {path}: {source}")]
+    RemoveDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("generate an id: {0}")]
+    Id(std::io::Error),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl RuntimeError {
+    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// The directories a runtime works in.
 #[derive(Clone, Debug)]
 pub struct RuntimeDirs {
-    /// Persistent: records, content store, snapshots.
+    /// Persistent: records, pod files, content store, snapshots.
     pub root: PathBuf,
     /// Volatile (tmpfs): pinned namespaces, exit files.
     pub state: PathBuf,
 }
+
+impl RuntimeDirs {
+    /// Pinned namespaces of a pod.
+    pub fn pod_namespace_dir(&self, id: &str) -> PathBuf {
+        self.state.join("pods").join(id).join("ns")
+    }
+
+    /// Volatile per-pod dir (parent of the namespace dir).
+    pub fn pod_state_dir(&self, id: &str) -> PathBuf {
+        self.state.join("pods").join(id)
+    }
+
+    /// hostname, hosts, resolv.conf of a pod.
+    pub fn pod_files_dir(&self, id: &str) -> PathBuf {
+        self.root.join("sandboxes").join(id)
+    }
+}
+
+/// Runtime handlers (RuntimeClass names) this node serves; "" is the default.
+pub const RUNTIME_HANDLERS: [&str; 2] = ["", "coracle"];
 
 /// The runtime's state: every pod and container record, loaded at start.
 pub struct Runtime {
     dirs: RuntimeDirs,
     pods: RecordStore<PodRecord>,
     containers: RecordStore<ContainerRecord>,
+    names: NameRegistry,
     _root_lock: LockFile,
 }
 
 impl Runtime {
-    /// Takes the root directory's lock (one daemon per root dir) and loads every record.
-    pub fn open(dirs: RuntimeDirs) -> Result<Self, RuntimeError> {
+    /// Takes the root directory's lock (one daemon per root dir), loads every record
+    /// and converges what a crash left half-done.
+    pub async fn open(dirs: RuntimeDirs) -> Result<Self, RuntimeError> {
         let root_lock = LockFile::acquire(&dirs.root.join("coracle.lock"))?;
         store::create_private_dir(&dirs.state).map_err(|source| RuntimeError::OpenStore {
             kind: "state",
@@ -50,12 +120,15 @@ impl Runtime {
         })?;
         let pods = open_store::<PodRecord>(&dirs.root.join("pods"))?;
         let containers = open_store::<ContainerRecord>(&dirs.root.join("containers"))?;
-        Ok(Self {
+        let runtime = Self {
             dirs,
             pods,
             containers,
+            names: NameRegistry::default(),
             _root_lock: root_lock,
-        })
+        };
+        runtime.recover().await;
+        Ok(runtime)
     }
 
     pub fn dirs(&self) -> &RuntimeDirs {
@@ -88,4 +161,22 @@ fn log_load_report<R: store::Record>(report: &LoadReport) {
         quarantined = report.quarantined.len(),
         "records loaded"
     );
+}
+
+/// Nanoseconds since the Unix epoch, as the CRI reports times.
+pub(crate) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// 64 random hex digits, like containerd's and CRI-O's ids.
+pub(crate) fn new_id() -> Result<String, RuntimeError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(RuntimeError::Id)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -1,0 +1,62 @@
+//! `PodSandboxStatus`: what the record says, answered without waiting on operations.
+
+use k8s_cri::v1::{
+    LinuxPodSandboxStatus, Namespace, PodSandboxNetworkStatus, PodSandboxStatus,
+    PodSandboxStatusResponse,
+};
+
+use crate::error::CriError;
+use crate::service::CriService;
+use crate::translate::{namespaces_to_cri, pod_metadata_to_cri, pod_state_to_cri};
+
+impl CriService {
+    pub(crate) fn pod_sandbox_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<PodSandboxStatusResponse, CriError> {
+        let pod = self
+            .runtime
+            .pods()
+            .get(id)
+            .ok_or_else(|| CriError::NotFound {
+                kind: "pod sandbox",
+                id: id.to_owned(),
+            })?;
+        let status = PodSandboxStatus {
+            id: pod.id.clone(),
+            metadata: Some(pod_metadata_to_cri(&pod.spec.metadata)),
+            state: pod_state_to_cri(pod.state) as i32,
+            created_at: pod.created_at,
+            // The pod network lands with the networking issue; until then no address.
+            network: Some(PodSandboxNetworkStatus::default()),
+            linux: Some(LinuxPodSandboxStatus {
+                namespaces: Some(Namespace {
+                    options: Some(namespaces_to_cri(&pod.spec.namespaces)),
+                }),
+            }),
+            labels: pod.spec.labels.clone().into_iter().collect(),
+            annotations: pod.spec.annotations.clone().into_iter().collect(),
+            runtime_handler: pod.spec.runtime_handler.clone(),
+        };
+        let mut info = std::collections::HashMap::new();
+        if verbose {
+            let details = serde_json::json!({
+                "namespaceDir": pod.namespace_dir,
+                "pinnedNamespaces": pod.pinned,
+                "podFilesDir": self.runtime.dirs().pod_files_dir(&pod.id),
+                "config": pod.spec,
+            });
+            info.insert("info".to_owned(), details.to_string());
+        }
+        Ok(PodSandboxStatusResponse {
+            status: Some(status),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! RemovePodSandbox: idempotent; an unknown id is success, as the CRI requires.
+
+use std::io;
+use std::path::Path;
+
+use crate::store::StoreError;
+use crate::{Runtime, RuntimeError};
+
+impl Runtime {
+    pub async fn remove_pod(&self, id: &str) -> Result<(), RuntimeError> {
+        let guard = match self.pods.lock(id).await {
+            Ok(guard) => guard,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
+        self.remove_pod_resources(id).await?;
+        let spec = self.pods.get(id).map(|pod| pod.spec.clone());
+        self.pods.remove(guard).await?;
+        if let Some(spec) = spec {
+            self.names.release(id, &spec);
+        }
+        Ok(())
+    }
+
+    /// Everything a pod owns outside its record. Idempotent, so it also serves the
+    /// rollback of a failed RunPodSandbox and recovery after a crash.
+    pub(crate) async fn remove_pod_resources(&self, id: &str) -> Result<(), RuntimeError> {
+        self.release_pod_namespaces(id).await?;
+        remove_dir_all_if_present(&self.dirs.pod_state_dir(id))?;
+        remove_dir_all_if_present(&self.dirs.pod_files_dir(id))
+    }
+
+    /// Undoes a RunPodSandbox that failed midway: resources, then the record.
+    pub(crate) async fn roll_back_pod(&self, id: &str) {
+        if let Err(err) = self.remove_pod_resources(id).await {
+            tracing::warn!(pod = %id, error = %err, "rollback left resources behind; the next start retries");
+            return;
+        }
+        match self.pods.lock(id).await {
+            Ok(guard) => {
+                if let Err(err) = self.pods.remove(guard).await {
+                    tracing::warn!(pod = %id, error = %err, "rollback could not remove the record");
+                }
+            }
+            Err(StoreError::NotFound { .. }) => {}
+            Err(err) => {
+                tracing::warn!(pod = %id, error = %err, "rollback could not lock the record")
+            }
+        }
+    }
+}
+
+fn remove_dir_all_if_present(path: &Path) -> Result<(), RuntimeError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RuntimeError::RemoveDir {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}

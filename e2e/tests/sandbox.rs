@@ -1,0 +1,356 @@
+//! Pod sandboxes through CRI, as kubelet drives them: run, status, list, stop,
+//! remove; repeats, bad input, and what a crash or reboot leaves.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use coracle_e2e::daemon::mounts_under;
+use coracle_e2e::{Daemon, require_root};
+use k8s_cri::v1;
+use tonic::Code;
+
+fn pod_config(name: &str) -> v1::PodSandboxConfig {
+    v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: format!("/var/log/pods/e2e_{name}"),
+        dns_config: Some(v1::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["e2e.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: [("app".to_string(), name.to_string())].into(),
+        annotations: [("kubernetes.io/config.seen".to_string(), "now".to_string())].into(),
+        linux: Some(v1::LinuxPodSandboxConfig {
+            sysctls: [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "80".to_string(),
+            )]
+            .into(),
+            security_context: Some(v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(v1::NamespaceOption {
+                    pid: v1::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(daemon: &Daemon, config: v1::PodSandboxConfig) -> Result<String, tonic::Status> {
+    daemon
+        .runtime_client()
+        .await
+        .unwrap()
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+async fn pod_status(
+    daemon: &Daemon,
+    id: &str,
+) -> Result<v1::PodSandboxStatusResponse, tonic::Status> {
+    daemon
+        .runtime_client()
+        .await
+        .unwrap()
+        .pod_sandbox_status(v1::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn stop_pod(daemon: &Daemon, id: &str) {
+    daemon
+        .runtime_client()
+        .await
+        .unwrap()
+        .stop_pod_sandbox(v1::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn remove_pod(daemon: &Daemon, id: &str) {
+    daemon
+        .runtime_client()
+        .await
+        .unwrap()
+        .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn listed_ids(daemon: &Daemon) -> Vec<String> {
+    daemon
+        .runtime_client()
+        .await
+        .unwrap()
+        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|pod| pod.id)
+        .collect()
+}
+
+fn namespace_dir(status: &v1::PodSandboxStatusResponse) -> PathBuf {
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    PathBuf::from(info["namespaceDir"].as_str().unwrap())
+}
+
+/// Joins the pinned namespaces on a fresh thread and reads what a container would.
+fn inside_pod(ns_dir: &Path) -> (String, Vec<String>, String) {
+    let ns_dir = ns_dir.to_owned();
+    std::thread::spawn(move || {
+        for kind in ["net", "uts", "ipc"] {
+            let file = fs::File::open(ns_dir.join(kind)).unwrap();
+            nix::sched::setns(file, nix::sched::CloneFlags::empty()).unwrap();
+        }
+        let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        let devices = fs::read_to_string("/proc/thread-self/net/dev")
+            .unwrap()
+            .lines()
+            .skip(2)
+            .map(|l| l.split(':').next().unwrap().trim().to_owned())
+            .collect();
+        let port_start =
+            fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+        (hostname, devices, port_start.trim().to_owned())
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn pod_lifecycle_run_status_stop_remove() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let id = run_pod(&daemon, pod_config("web")).await.unwrap();
+    assert_eq!(id.len(), 64);
+
+    let response = pod_status(&daemon, &id).await.unwrap();
+    let status = response.status.as_ref().unwrap();
+    assert_eq!(status.state, v1::PodSandboxState::SandboxReady as i32);
+    assert_eq!(status.metadata.as_ref().unwrap().name, "web");
+    assert_eq!(status.labels["app"], "web");
+    assert_eq!(status.annotations["kubernetes.io/config.seen"], "now");
+    assert!(status.created_at > 0);
+    let ns_dir = namespace_dir(&response);
+    let (hostname, devices, port_start) = inside_pod(&ns_dir);
+    assert_eq!(hostname, "web-host");
+    assert_eq!(devices, ["lo"]);
+    assert_eq!(port_start, "80", "sysctl not applied in the pod");
+    let info: serde_json::Value = serde_json::from_str(&response.info["info"]).unwrap();
+    let files = PathBuf::from(info["podFilesDir"].as_str().unwrap());
+    assert_eq!(
+        fs::read_to_string(files.join("resolv.conf")).unwrap(),
+        "search e2e.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    );
+    assert_eq!(
+        fs::read_to_string(files.join("hostname")).unwrap(),
+        "web-host\n"
+    );
+    assert_eq!(listed_ids(&daemon).await, vec![id.clone()]);
+
+    stop_pod(&daemon, &id).await;
+    let status = pod_status(&daemon, &id).await.unwrap().status.unwrap();
+    assert_eq!(status.state, v1::PodSandboxState::SandboxNotready as i32);
+    assert!(
+        mounts_under(&ns_dir).is_empty(),
+        "namespaces still pinned after stop"
+    );
+    // StopPodSandbox is idempotent.
+    stop_pod(&daemon, &id).await;
+
+    remove_pod(&daemon, &id).await;
+    assert!(listed_ids(&daemon).await.is_empty());
+    let err = pod_status(&daemon, &id).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(!files.exists(), "pod files left after remove");
+    // RemovePodSandbox of an id that is gone succeeds, as the CRI requires.
+    remove_pod(&daemon, &id).await;
+    daemon.stop().await.unwrap();
+    assert!(mounts_under(daemon.dir()).is_empty());
+}
+
+#[tokio::test]
+async fn repeated_request_gets_the_same_pod_and_a_different_one_is_refused() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let (first, second) = tokio::join!(
+        run_pod(&daemon, pod_config("twice")),
+        run_pod(&daemon, pod_config("twice"))
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first, second, "two identical requests made two pods");
+    assert_eq!(run_pod(&daemon, pod_config("twice")).await.unwrap(), first);
+    assert_eq!(listed_ids(&daemon).await.len(), 1);
+
+    let mut different = pod_config("twice");
+    different.hostname = "other".into();
+    let err = run_pod(&daemon, different).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains(&first), "{}", err.message());
+
+    remove_pod(&daemon, &first).await;
+    // Once removed, the name is free for a new pod.
+    let again = run_pod(&daemon, pod_config("twice")).await.unwrap();
+    assert_ne!(again, first);
+    remove_pod(&daemon, &again).await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_pod_configs_are_refused_and_leave_nothing() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let mut no_uid = pod_config("bad");
+    no_uid.metadata.as_mut().unwrap().uid.clear();
+    let mut node_sysctl = pod_config("bad");
+    node_sysctl
+        .linux
+        .as_mut()
+        .unwrap()
+        .sysctls
+        .insert("kernel.panic".into(), "1".into());
+    let mut bad_hostname = pod_config("bad");
+    bad_hostname.hostname = "../etc".into();
+    for (config, needle) in [
+        (no_uid, "metadata.uid"),
+        (node_sysctl, "kernel.panic"),
+        (bad_hostname, "hostname"),
+    ] {
+        let err = run_pod(&daemon, config).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(needle), "{}", err.message());
+    }
+    let err = daemon
+        .runtime_client()
+        .await
+        .unwrap()
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(pod_config("bad")),
+            runtime_handler: "no-such-handler".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("no-such-handler"));
+    assert!(listed_ids(&daemon).await.is_empty());
+    assert!(mounts_under(daemon.dir()).is_empty());
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn host_network_pod_keeps_the_node_network_and_hostname() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let mut config = pod_config("hostnet");
+    config.linux.as_mut().unwrap().sysctls.clear();
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .network = v1::NamespaceMode::Node as i32;
+    let id = run_pod(&daemon, config).await.unwrap();
+    let response = pod_status(&daemon, &id).await.unwrap();
+    let info: serde_json::Value = serde_json::from_str(&response.info["info"]).unwrap();
+    assert_eq!(info["pinnedNamespaces"], serde_json::json!(["ipc"]));
+    let files = PathBuf::from(info["podFilesDir"].as_str().unwrap());
+    let node = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        fs::read_to_string(files.join("hostname")).unwrap(),
+        format!("{node}\n")
+    );
+    remove_pod(&daemon, &id).await;
+    daemon.stop().await.unwrap();
+}
+
+/// Pods outlive the daemon; a pod caught mid-creation by a crash is rolled back;
+/// a ready pod whose namespaces vanished (reboot) turns NotReady.
+#[tokio::test]
+async fn restart_keeps_pods_and_converges_after_a_crash() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let kept = run_pod(&daemon, pod_config("kept")).await.unwrap();
+    let half_made = run_pod(&daemon, pod_config("half")).await.unwrap();
+    let rebooted = run_pod(&daemon, pod_config("rebooted")).await.unwrap();
+    let half_ns = namespace_dir(&pod_status(&daemon, &half_made).await.unwrap());
+    let rebooted_ns = namespace_dir(&pod_status(&daemon, &rebooted).await.unwrap());
+    daemon.crash().await.unwrap();
+
+    // As if the crash hit RunPodSandbox before it marked the pod ready.
+    let record = daemon.root_dir().join(format!("pods/{half_made}.json"));
+    let text = fs::read_to_string(&record).unwrap();
+    fs::write(
+        &record,
+        text.replace("\"state\": \"ready\"", "\"state\": \"creating\""),
+    )
+    .unwrap();
+    // As if the node rebooted under this pod: its tmpfs mounts are gone.
+    for point in mounts_under(&rebooted_ns) {
+        nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    }
+
+    daemon.restart().await.unwrap();
+    let mut ids = listed_ids(&daemon).await;
+    ids.sort();
+    let mut expected = vec![kept.clone(), rebooted.clone()];
+    expected.sort();
+    assert_eq!(ids, expected, "the half-made pod was not rolled back");
+    assert!(
+        mounts_under(&half_ns).is_empty(),
+        "half-made pod's namespaces leaked"
+    );
+    let state = |status: v1::PodSandboxStatusResponse| status.status.unwrap().state;
+    assert_eq!(
+        state(pod_status(&daemon, &kept).await.unwrap()),
+        v1::PodSandboxState::SandboxReady as i32
+    );
+    assert_eq!(
+        state(pod_status(&daemon, &rebooted).await.unwrap()),
+        v1::PodSandboxState::SandboxNotready as i32
+    );
+    // The kept pod's name is still reserved for it after the restart.
+    assert_eq!(run_pod(&daemon, pod_config("kept")).await.unwrap(), kept);
+
+    // A clean shutdown leaves pods alone.
+    daemon.restart().await.unwrap();
+    let kept_ns = namespace_dir(&pod_status(&daemon, &kept).await.unwrap());
+    assert!(
+        !mounts_under(&kept_ns).is_empty(),
+        "daemon shutdown touched a pod"
+    );
+    remove_pod(&daemon, &kept).await;
+    remove_pod(&daemon, &rebooted).await;
+    daemon.stop().await.unwrap();
+    assert!(mounts_under(daemon.dir()).is_empty());
+}
