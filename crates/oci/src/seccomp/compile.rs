@@ -399,3 +399,221 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SeccompError 
         reason: reason.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxSeccompArgBuilder;
+
+    fn arg(
+        index: usize,
+        value: u64,
+        value_two: Option<u64>,
+        op: LinuxSeccompOperator,
+    ) -> LinuxSeccompArg {
+        let mut builder = LinuxSeccompArgBuilder::default()
+            .index(index)
+            .value(value)
+            .op(op);
+        if let Some(two) = value_two {
+            builder = builder.value_two(two);
+        }
+        builder.build().unwrap()
+    }
+
+    fn field_of(err: SeccompError) -> String {
+        match err {
+            SeccompError::InvalidField { field, .. } => field,
+            other => panic!("expected InvalidField, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn actions_map_to_libseccomp_like_runc() {
+        use LinuxSeccompAction as A;
+        let cases = [
+            (A::ScmpActKill, None, ScmpAction::KillThread),
+            (A::ScmpActKillThread, None, ScmpAction::KillThread),
+            (A::ScmpActKillProcess, None, ScmpAction::KillProcess),
+            (A::ScmpActTrap, None, ScmpAction::Trap),
+            (A::ScmpActErrno, None, ScmpAction::Errno(libc::EPERM)),
+            (A::ScmpActErrno, Some(38), ScmpAction::Errno(38)),
+            (A::ScmpActTrace, None, ScmpAction::Trace(libc::EPERM as u16)),
+            (A::ScmpActTrace, Some(7), ScmpAction::Trace(7)),
+            (A::ScmpActAllow, None, ScmpAction::Allow),
+            (A::ScmpActLog, None, ScmpAction::Log),
+            (A::ScmpActNotify, None, ScmpAction::Notify),
+        ];
+        for (action, ret, expected) in cases {
+            assert_eq!(scmp_action(action, ret, "f").unwrap(), expected, "{action}");
+        }
+    }
+
+    #[test]
+    fn errno_ret_on_an_action_without_errno_is_refused() {
+        let err = scmp_action(
+            LinuxSeccompAction::ScmpActAllow,
+            Some(1),
+            "syscalls[4].errnoRet",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("SCMP_ACT_ALLOW"), "{err}");
+        assert_eq!(field_of(err), "syscalls[4].errnoRet");
+    }
+
+    #[test]
+    fn errno_ret_wider_than_16_bits_is_refused() {
+        let err = scmp_action(
+            LinuxSeccompAction::ScmpActErrno,
+            Some(70_000),
+            "defaultErrnoRet",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(err), "defaultErrnoRet");
+    }
+
+    #[test]
+    fn operators_map_to_libseccomp() {
+        use LinuxSeccompOperator as O;
+        let cases = [
+            (O::ScmpCmpNe, ScmpCompareOp::NotEqual),
+            (O::ScmpCmpLt, ScmpCompareOp::Less),
+            (O::ScmpCmpLe, ScmpCompareOp::LessOrEqual),
+            (O::ScmpCmpEq, ScmpCompareOp::Equal),
+            (O::ScmpCmpGe, ScmpCompareOp::GreaterEqual),
+            (O::ScmpCmpGt, ScmpCompareOp::Greater),
+        ];
+        for (op, expected) in cases {
+            let got = scmp_condition(&arg(2, 9, None, op), "a").unwrap();
+            assert_eq!(got, ScmpArgCompare::new(2, expected, 9), "{op}");
+        }
+    }
+
+    #[test]
+    fn masked_eq_takes_the_mask_from_value_and_the_datum_from_value_two() {
+        let got = scmp_condition(
+            &arg(
+                0,
+                0x7e02_0000,
+                Some(0x20000),
+                LinuxSeccompOperator::ScmpCmpMaskedEq,
+            ),
+            "a",
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0x7e02_0000), 0x20000)
+        );
+        let got = scmp_condition(
+            &arg(0, 0xff, None, LinuxSeccompOperator::ScmpCmpMaskedEq),
+            "a",
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xff), 0)
+        );
+    }
+
+    #[test]
+    fn argument_index_past_the_sixth_is_refused() {
+        let err = scmp_condition(
+            &arg(6, 0, None, LinuxSeccompOperator::ScmpCmpEq),
+            "syscalls[1].args[3]",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(err), "syscalls[1].args[3].index");
+    }
+
+    #[test]
+    fn conditions_on_distinct_arguments_form_one_rule() {
+        let args = [
+            arg(0, 1, None, LinuxSeccompOperator::ScmpCmpEq),
+            arg(1, 2, None, LinuxSeccompOperator::ScmpCmpEq),
+        ];
+        let groups = condition_groups(&args, "r").unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].len(), 2);
+    }
+
+    #[test]
+    fn a_repeated_argument_index_splits_every_condition_into_its_own_rule() {
+        let args = [
+            arg(1, 10, None, LinuxSeccompOperator::ScmpCmpEq),
+            arg(1, 12, None, LinuxSeccompOperator::ScmpCmpEq),
+            arg(0, 0, None, LinuxSeccompOperator::ScmpCmpEq),
+        ];
+        let groups = condition_groups(&args, "r").unwrap();
+        assert_eq!(groups.len(), 3);
+        assert!(groups.iter().all(|g| g.len() == 1));
+    }
+
+    #[test]
+    fn no_conditions_is_one_unconditional_rule() {
+        assert_eq!(condition_groups(&[], "r").unwrap(), vec![Vec::new()]);
+    }
+
+    #[test]
+    fn filter_flags_map_to_kernel_bits() {
+        use LinuxSeccompFilterFlag as F;
+        assert_eq!(filter_flag_bit(F::SeccompFilterFlagTsync).0, 1);
+        assert_eq!(filter_flag_bit(F::SeccompFilterFlagLog).0, 2);
+        assert_eq!(filter_flag_bit(F::SeccompFilterFlagSpecAllow).0, 4);
+    }
+
+    #[test]
+    fn tsync_with_notify_adds_tsync_esrch() {
+        let bits = filter_flags(&[LinuxSeccompFilterFlag::SeccompFilterFlagTsync], true).unwrap();
+        let expected = libc::SECCOMP_FILTER_FLAG_TSYNC
+            | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+            | libc::SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
+        assert_eq!(libc::c_ulong::from(bits), expected);
+    }
+
+    #[test]
+    fn notify_on_write_is_refused() {
+        let spec: LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/a",
+                "syscalls":[{"names":["read","write"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+        )
+        .unwrap();
+        let err = compile(&spec).unwrap_err();
+        assert_eq!(field_of(err), "syscalls[0] (write)");
+    }
+
+    #[test]
+    fn empty_names_are_refused() {
+        let spec: LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW",
+                "syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"},
+                            {"names":["read",""],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            field_of(compile(&spec).unwrap_err()),
+            "syscalls[1].names[1]"
+        );
+        let spec: LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":[],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(field_of(compile(&spec).unwrap_err()), "syscalls[0].names");
+    }
+
+    #[test]
+    fn sock_filter_records_are_decoded_native_endian() {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&0x0020u16.to_ne_bytes());
+        bytes.extend_from_slice(&[1, 2]);
+        bytes.extend_from_slice(&0xdead_beefu32.to_ne_bytes());
+        let decoded = sock_filters_from_bytes(&bytes).unwrap();
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(
+            (decoded[0].code, decoded[0].jt, decoded[0].jf, decoded[0].k),
+            (0x20, 1, 2, 0xdead_beef)
+        );
+        assert!(sock_filters_from_bytes(&bytes[..7]).is_err());
+        assert!(sock_filters_from_bytes(&[]).is_err());
+    }
+}

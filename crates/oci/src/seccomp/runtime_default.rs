@@ -580,3 +580,204 @@ fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(names: &[&str]) -> Vec<String> {
+        names.iter().map(|c| c.to_string()).collect()
+    }
+
+    /// The action and errnoRet the profile gives `name` in an unconditional rule, if any.
+    fn unconditional(
+        profile: &LinuxSeccomp,
+        name: &str,
+    ) -> Option<(LinuxSeccompAction, Option<u32>)> {
+        profile
+            .syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r.args().as_ref().is_none_or(Vec::is_empty) && r.names().iter().any(|n| n == name)
+            })
+            .map(|r| (r.action(), r.errno_ret()))
+    }
+
+    fn conditional_rules<'a>(profile: &'a LinuxSeccomp, name: &str) -> Vec<&'a LinuxSyscall> {
+        profile
+            .syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r.args().as_ref().is_some_and(|a| !a.is_empty())
+                    && r.names().iter().any(|n| n == name)
+            })
+            .collect()
+    }
+
+    const ALLOWED_RULE: Option<(LinuxSeccompAction, Option<u32>)> =
+        Some((LinuxSeccompAction::ScmpActAllow, None));
+
+    #[test]
+    fn default_action_is_errno_and_common_syscalls_are_allowed() {
+        let profile = profile(&[], true);
+        assert_eq!(profile.default_action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(profile.default_errno_ret(), None);
+        for name in [
+            "read", "write", "execve", "openat", "mkdir", "kill", "wait4",
+        ] {
+            assert_eq!(unconditional(&profile, name), ALLOWED_RULE, "{name}");
+        }
+        assert!(
+            !ALLOWED.contains(&"syslog"),
+            "syslog needs CAP_SYSLOG or CAP_SYS_ADMIN"
+        );
+    }
+
+    #[test]
+    fn without_cap_sys_admin_mount_and_unshare_are_not_allowed() {
+        let profile = profile(&caps(DEFAULT_CAPABILITIES), true);
+        for name in ["mount", "umount2", "unshare", "setns", "bpf"] {
+            assert_eq!(unconditional(&profile, name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn without_cap_sys_admin_clone_is_allowed_only_without_namespace_flags() {
+        let profile = profile(&[], true);
+        assert_eq!(unconditional(&profile, "clone"), None);
+        let rules = conditional_rules(&profile, "clone");
+        assert_eq!(rules.len(), 1);
+        let arg = rules[0].args().as_ref().unwrap()[0];
+        assert_eq!(arg.index(), 0);
+        assert_eq!(arg.op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
+        assert_eq!(arg.value(), 0x7e02_0000);
+        assert_eq!(arg.value_two().unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn without_cap_sys_admin_clone3_fails_with_enosys() {
+        let profile = profile(&[], true);
+        assert_eq!(
+            unconditional(&profile, "clone3"),
+            Some((LinuxSeccompAction::ScmpActErrno, Some(libc::ENOSYS as u32)))
+        );
+    }
+
+    #[test]
+    fn cap_sys_admin_allows_mount_namespaces_clone_and_clone3() {
+        let profile = profile(&caps(&["CAP_SYS_ADMIN"]), true);
+        for name in [
+            "mount", "umount2", "unshare", "setns", "clone", "clone3", "syslog", "bpf",
+        ] {
+            assert_eq!(unconditional(&profile, name), ALLOWED_RULE, "{name}");
+        }
+        assert!(conditional_rules(&profile, "clone").is_empty());
+    }
+
+    #[test]
+    fn each_capability_unlocks_its_syscalls() {
+        let cases: &[(&str, &[&str])] = &[
+            ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
+            ("CAP_SYS_BOOT", &["reboot"]),
+            ("CAP_SYS_CHROOT", &["chroot"]),
+            (
+                "CAP_SYS_MODULE",
+                &["init_module", "finit_module", "delete_module"],
+            ),
+            ("CAP_SYS_PACCT", &["acct"]),
+            (
+                "CAP_SYS_PTRACE",
+                &[
+                    "kcmp",
+                    "pidfd_getfd",
+                    "process_vm_readv",
+                    "process_vm_writev",
+                ],
+            ),
+            ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
+            ("CAP_SYS_TIME", &["settimeofday", "clock_settime"]),
+            ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
+            ("CAP_SYSLOG", &["syslog"]),
+            ("CAP_BPF", &["bpf"]),
+            ("CAP_PERFMON", &["perf_event_open"]),
+        ];
+        for (cap, names) in cases {
+            let without = profile(&[], true);
+            let with = profile(&caps(&[cap]), true);
+            for name in *names {
+                assert_eq!(unconditional(&without, name), None, "{name} without {cap}");
+                assert_eq!(
+                    unconditional(&with, name),
+                    ALLOWED_RULE,
+                    "{name} with {cap}"
+                );
+            }
+            // Only CAP_SYS_ADMIN lifts the clone restriction.
+            assert_eq!(conditional_rules(&with, "clone").len(), 1, "{cap}");
+        }
+    }
+
+    #[test]
+    fn ptrace_is_allowed_from_kernel_4_8() {
+        assert_eq!(unconditional(&profile(&[], true), "ptrace"), ALLOWED_RULE);
+        assert_eq!(unconditional(&profile(&[], false), "ptrace"), None);
+    }
+
+    #[test]
+    fn personality_is_allowed_for_the_five_personas_only() {
+        let profile = profile(&[], true);
+        let mut values: Vec<u64> = conditional_rules(&profile, "personality")
+            .iter()
+            .map(|r| {
+                let args = r.args().as_ref().unwrap();
+                assert_eq!(args.len(), 1);
+                assert_eq!(args[0].op(), LinuxSeccompOperator::ScmpCmpEq);
+                args[0].value()
+            })
+            .collect();
+        values.sort_unstable();
+        assert_eq!(values, [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff]);
+        assert_eq!(unconditional(&profile, "personality"), None);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn amd64_profile_covers_the_32_bit_abis_and_arch_prctl() {
+        let profile = profile(&[], true);
+        assert_eq!(
+            profile.architectures().as_deref().unwrap(),
+            [Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+        );
+        assert_eq!(unconditional(&profile, "arch_prctl"), ALLOWED_RULE);
+        assert_eq!(unconditional(&profile, "modify_ldt"), ALLOWED_RULE);
+    }
+
+    #[test]
+    fn kernel_release_is_parsed() {
+        assert_eq!(parse_kernel_release("6.18.44-fc-v657\n"), Some((6, 18)));
+        assert_eq!(parse_kernel_release("4.8"), Some((4, 8)));
+        assert_eq!(parse_kernel_release("5-custom"), None);
+        assert_eq!(parse_kernel_release(""), None);
+    }
+
+    #[test]
+    fn runtime_default_compiles_for_every_capability_set() {
+        let all = caps(&[
+            "CAP_SYS_ADMIN",
+            "CAP_SYS_PTRACE",
+            "CAP_SYSLOG",
+            "CAP_BPF",
+            "CAP_PERFMON",
+            "CAP_SYS_TIME",
+        ]);
+        for set in [Vec::new(), caps(DEFAULT_CAPABILITIES), all] {
+            let program = crate::seccomp::compile(&runtime_default_profile_for(&set)).unwrap();
+            assert!(program.instructions() > 100, "{program:?}");
+            assert!(!program.uses_notify());
+        }
+    }
+}
