@@ -8,6 +8,7 @@
 //! [runtime-spec config-linux.md "Seccomp"]: https://github.com/opencontainers/runtime-spec/blob/main/config-linux.md#seccomp
 
 mod compile;
+mod enosys;
 mod load;
 mod runtime_default;
 

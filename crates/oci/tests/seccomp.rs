@@ -465,3 +465,43 @@ impl Drop for UnmountOnDrop {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn syscalls_newer_than_a_deny_by_default_profile_fail_with_enosys() {
+    // Allow list whose newest syscall is exit_group (231 on x86_64): syscall 1000 is "newer
+    // than the profile" and must get ENOSYS (runc's stub); times (100) is older, unlisted,
+    // and gets the default EPERM.
+    let program = compiled(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [{"names": ["getpid", "exit", "exit_group"], "action": "SCMP_ACT_ALLOW"}]
+    }));
+    let mut command = Command::new(BUSYBOX);
+    command.arg("true");
+    // SAFETY: only raw syscalls and _exit in the forked child.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_no_new_privs().map_err(std::io::Error::from)?;
+            if program.load().is_err() {
+                libc::_exit(10);
+            }
+            let newer = libc::syscall(1000);
+            let newer_errno = nix::errno::Errno::last_raw();
+            let older = libc::syscall(libc::SYS_times, std::ptr::null_mut::<libc::tms>());
+            let older_errno = nix::errno::Errno::last_raw();
+            let code = match (newer, newer_errno, older, older_errno) {
+                (-1, libc::ENOSYS, -1, libc::EPERM) => 0,
+                (-1, libc::EPERM, _, _) => 11,
+                (_, _, -1, libc::EPERM) => 12,
+                _ => 13,
+            };
+            libc::_exit(code);
+        });
+    }
+    let status = command.status().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "11: newer got EPERM, 12: newer not ENOSYS, 13: older not EPERM"
+    );
+}

@@ -17,6 +17,7 @@ use oci_spec::runtime::{
     LinuxSeccompOperator, LinuxSyscall,
 };
 
+use super::enosys::enosys_stub;
 use super::load::kernel_supports_filter_flag;
 use super::{SeccompError, SeccompProgram};
 
@@ -65,7 +66,8 @@ pub(super) fn compile(spec: &LinuxSeccomp) -> Result<SeccompProgram, SeccompErro
     for (index, rule) in syscalls.iter().enumerate() {
         add_syscall_rule(&mut ctx, index, rule, default_action, &mut skipped_syscalls)?;
     }
-    let filter = export_bpf(&ctx)?;
+    let mut filter = enosys_stub(spec);
+    filter.extend(export_bpf(&ctx)?);
     if filter.len() > BPF_MAXINSNS {
         return Err(SeccompError::TooLong {
             len: filter.len(),
