@@ -259,11 +259,17 @@ fn log_action_allows_the_syscall() {
 #[test]
 fn tsync_flag_is_accepted_and_the_filter_applies() {
     let mut spec = deny_mkdir("SCMP_ACT_ERRNO", json!({}));
-    spec["flags"] = json!(["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG"]);
+    spec["flags"] = json!([
+        "SECCOMP_FILTER_FLAG_TSYNC",
+        "SECCOMP_FILTER_FLAG_LOG",
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW"
+    ]);
     let program = compiled(spec);
     assert_eq!(
         program.flags(),
-        (libc::SECCOMP_FILTER_FLAG_TSYNC | libc::SECCOMP_FILTER_FLAG_LOG) as u32
+        (libc::SECCOMP_FILTER_FLAG_TSYNC
+            | libc::SECCOMP_FILTER_FLAG_LOG
+            | libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW) as u32
     );
     let dir = tempfile::tempdir().unwrap();
     let (output, made) = mkdir_in(dir.path(), &program);
@@ -311,7 +317,12 @@ fn native_architecture_is_filtered_even_when_not_listed() {
         "SCMP_ARCH_AARCH64"
     };
     let mut spec = deny_mkdir("SCMP_ACT_ERRNO", json!({}));
-    spec["architectures"] = json!([foreign, "SCMP_ARCH_X86", "SCMP_ARCH_X32"]);
+    spec["architectures"] = json!([
+        foreign,
+        "SCMP_ARCH_NATIVE",
+        "SCMP_ARCH_X86",
+        "SCMP_ARCH_X32"
+    ]);
     let program = compiled(spec);
     let dir = tempfile::tempdir().unwrap();
     let (_, made) = mkdir_in(dir.path(), &program);
@@ -503,5 +514,37 @@ fn syscalls_newer_than_a_deny_by_default_profile_fail_with_enosys() {
         status.code(),
         Some(0),
         "11: newer got EPERM, 12: newer not ENOSYS, 13: older not EPERM"
+    );
+}
+
+/// libseccomp (and so runc) keeps the first unconditional rule for a syscall and ignores a
+/// later one with another action; profiles written for runc rely on that order.
+#[test]
+fn first_of_two_conflicting_rules_wins_like_runc() {
+    let errno_first = compiled(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["getpid", "mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}
+        ]
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let (output, _) = mkdir_in(dir.path(), &errno_first);
+    assert_eq!(output.status.code(), Some(1), "{:?}", output.status);
+    assert!(stderr(&output).contains("Operation not permitted"));
+
+    let kill_first = compiled(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["getpid", "mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"},
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}
+        ]
+    }));
+    let (output, _) = mkdir_in(dir.path(), &kill_first);
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGSYS),
+        "{:?}",
+        output.status
     );
 }
