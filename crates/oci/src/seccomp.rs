@@ -5,6 +5,15 @@
 //! then installs the exported BPF with one raw `seccomp(2)` call ([`SeccompProgram::load`]),
 //! which allocates nothing and is async-signal-safe, right before `execve`.
 //!
+//! Where to load it (runc's order): with `noNewPrivileges`, last, right before `execve`, so
+//! the init's own setup syscalls are not filtered; without it, `seccomp(2)` needs
+//! CAP_SYS_ADMIN, so it must run before the capabilities are dropped, and the profile then
+//! also filters the init's remaining setup (capset, setresuid, ...).
+//!
+//! SCMP_ACT_NOTIFY: [`SeccompProgram::load`] returns the listener fd; sending it with the
+//! container state and `listenerMetadata` over SCM_RIGHTS to `listenerPath` is the
+//! executor core's job (runtime-spec config-linux.md "Seccomp", `listenerPath`).
+//!
 //! [runtime-spec config-linux.md "Seccomp"]: https://github.com/opencontainers/runtime-spec/blob/main/config-linux.md#seccomp
 
 mod compile;
