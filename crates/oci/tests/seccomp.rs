@@ -282,12 +282,20 @@ fn tsync_flag_is_accepted_and_the_filter_applies() {
 }
 
 #[test]
-fn unknown_syscall_name_is_skipped_not_an_error() {
-    let program = compiled(json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["coracle_no_such_syscall", "mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
-    }));
+fn unknown_syscall_name_is_skipped_with_a_warning_not_an_error() {
+    let warnings = WarningLog::default();
+    let program = tracing::subscriber::with_default(warnings.clone(), || {
+        compiled(json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["coracle_no_such_syscall", "mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+        }))
+    });
     assert_eq!(program.skipped_syscalls(), ["coracle_no_such_syscall"]);
+    let logged = warnings.0.lock().unwrap().clone();
+    assert!(
+        logged.iter().any(|w| w.contains("coracle_no_such_syscall")),
+        "warnings: {logged:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let (output, made) = mkdir_in(dir.path(), &program);
     assert!(!made, "the known names of the rule must still be filtered");
@@ -547,4 +555,36 @@ fn first_of_two_conflicting_rules_wins_like_runc() {
         "{:?}",
         output.status
     );
+}
+
+/// A tracing subscriber that keeps the fields of WARN events, to check what compile() warns.
+#[derive(Clone, Default)]
+struct WarningLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+struct FieldsToString<'a>(&'a mut String);
+
+impl tracing::field::Visit for FieldsToString<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for WarningLog {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            let mut line = String::new();
+            event.record(&mut FieldsToString(&mut line));
+            self.0.lock().unwrap().push(line);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
