@@ -34,7 +34,10 @@ pub(crate) fn validate(b: &LinuxBlockIo) -> Result<(), CgroupError> {
     for (i, d) in b.weight_device().iter().flatten().enumerate() {
         device_numbers(d.major(), d.minor(), "weightDevice")?;
         if let Some(w) = d.weight() {
-            check(format!("linux.resources.blockIO.weightDevice[{i}].weight"), w)?;
+            check(
+                format!("linux.resources.blockIO.weightDevice[{i}].weight"),
+                w,
+            )?;
         }
     }
     for (name, devices) in [
@@ -51,9 +54,7 @@ pub(crate) fn validate(b: &LinuxBlockIo) -> Result<(), CgroupError> {
 }
 
 pub(crate) fn apply(cg: &ContainerCgroup, b: &LinuxBlockIo) -> Result<(), CgroupError> {
-    let h = cg
-        .hierarchy_for("blkio")
-        .or_else(|| cg.hierarchy_for("io"));
+    let h = cg.hierarchy_for("blkio").or_else(|| cg.hierarchy_for("io"));
     let Some(h) = h else {
         if has_any_setting(b) {
             return Err(CgroupError::ControllerUnavailable {
@@ -114,10 +115,7 @@ fn apply_weights(h: &HierarchyDir, b: &LinuxBlockIo) -> Result<(), CgroupError> 
     for d in b.weight_device().iter().flatten() {
         let Some(w) = d.weight() else { continue };
         match first_existing(dir, device_files) {
-            Some(f) => fs::write(
-                &dir.join(f),
-                &format!("{}:{} {}", d.major(), d.minor(), w),
-            )?,
+            Some(f) => fs::write(&dir.join(f), &format!("{}:{} {}", d.major(), d.minor(), w))?,
             None => skip_warning(dir, "weightDevice"),
         }
     }

@@ -125,7 +125,10 @@ pub(crate) fn validate(cg: &ContainerCgroup, cpu: &LinuxCpu) -> Result<(), Cgrou
             field: "linux.resources.cpu".to_string(),
         }),
         // cgroup v2 has no realtime group scheduling interface (cgroup-v2.rst, "CPU").
-        Some(h) if h.is_v2() && (cpu.realtime_runtime().is_some() || cpu.realtime_period().is_some()) => {
+        Some(h)
+            if h.is_v2()
+                && (cpu.realtime_runtime().is_some() || cpu.realtime_period().is_some()) =>
+        {
             Err(CgroupError::Unsupported {
                 what: "linux.resources.cpu.realtimeRuntime/realtimePeriod".to_string(),
                 layout: "cgroup v2 cpu controller".to_string(),
@@ -164,10 +167,20 @@ pub(crate) fn apply_cpuset(cg: &ContainerCgroup, cpu: &LinuxCpu) -> Result<(), C
         return Ok(());
     };
     let ctl = CpuSetController::new(h.dir.clone(), h.mount_point.clone(), h.is_v2());
-    if let Some(cpus) = cpu.cpus().as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(cpus) = cpu
+        .cpus()
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         fs::via_cgroups_rs(&h.dir, "cpuset.cpus", cpus, ctl.set_cpus(cpus))?;
     }
-    if let Some(mems) = cpu.mems().as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(mems) = cpu
+        .mems()
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         fs::via_cgroups_rs(&h.dir, "cpuset.mems", mems, ctl.set_mems(mems))?;
     }
     Ok(())
@@ -297,7 +310,16 @@ mod tests {
         for ok in ["0", "0-3", "0,2,4-7", " 1 ", ""] {
             validate_cpuset_list("f", ok).unwrap();
         }
-        for bad in ["a", "3-1", "0-", ",", "1,,2", "0-3:1/2", "-1", "99999999999"] {
+        for bad in [
+            "a",
+            "3-1",
+            "0-",
+            ",",
+            "1,,2",
+            "0-3:1/2",
+            "-1",
+            "99999999999",
+        ] {
             let err = validate_cpuset_list("linux.resources.cpu.cpus", bad).unwrap_err();
             assert!(
                 err.to_string().contains("linux.resources.cpu.cpus"),

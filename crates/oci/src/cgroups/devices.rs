@@ -75,7 +75,10 @@ pub(crate) fn is_default_rule(rule: &LinuxDeviceCgroup) -> bool {
         })
 }
 
-pub(crate) fn validate(cg: &ContainerCgroup, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
+pub(crate) fn validate(
+    cg: &ContainerCgroup,
+    rules: &[LinuxDeviceCgroup],
+) -> Result<(), CgroupError> {
     for (i, rule) in rules.iter().enumerate() {
         if rule.typ() == Some(LinuxDeviceType::P) {
             return Err(CgroupError::InvalidResource {
@@ -160,7 +163,13 @@ mod tests {
     use super::*;
     use oci_spec::runtime::LinuxDeviceCgroupBuilder;
 
-    fn rule(allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
+    fn rule(
+        allow: bool,
+        typ: LinuxDeviceType,
+        major: Option<i64>,
+        minor: Option<i64>,
+        access: &str,
+    ) -> LinuxDeviceCgroup {
         let mut b = LinuxDeviceCgroupBuilder::default()
             .allow(allow)
             .typ(typ)
@@ -176,17 +185,59 @@ mod tests {
 
     #[test]
     fn container_defaults_are_default_rules() {
-        assert!(is_default_rule(&rule(false, LinuxDeviceType::A, None, None, "rwm")));
-        assert!(is_default_rule(&rule(true, LinuxDeviceType::C, Some(1), Some(3), "rwm")));
-        assert!(is_default_rule(&rule(true, LinuxDeviceType::C, Some(136), None, "rwm")));
-        assert!(is_default_rule(&rule(true, LinuxDeviceType::B, None, None, "m")));
+        assert!(is_default_rule(&rule(
+            false,
+            LinuxDeviceType::A,
+            None,
+            None,
+            "rwm"
+        )));
+        assert!(is_default_rule(&rule(
+            true,
+            LinuxDeviceType::C,
+            Some(1),
+            Some(3),
+            "rwm"
+        )));
+        assert!(is_default_rule(&rule(
+            true,
+            LinuxDeviceType::C,
+            Some(136),
+            None,
+            "rwm"
+        )));
+        assert!(is_default_rule(&rule(
+            true,
+            LinuxDeviceType::B,
+            None,
+            None,
+            "m"
+        )));
     }
 
     #[test]
     fn other_rules_are_not_default() {
         // A block device, a specific deny, opening any char device.
-        assert!(!is_default_rule(&rule(true, LinuxDeviceType::B, Some(8), Some(0), "rw")));
-        assert!(!is_default_rule(&rule(false, LinuxDeviceType::C, Some(1), Some(3), "rwm")));
-        assert!(!is_default_rule(&rule(true, LinuxDeviceType::C, None, None, "rw")));
+        assert!(!is_default_rule(&rule(
+            true,
+            LinuxDeviceType::B,
+            Some(8),
+            Some(0),
+            "rw"
+        )));
+        assert!(!is_default_rule(&rule(
+            false,
+            LinuxDeviceType::C,
+            Some(1),
+            Some(3),
+            "rwm"
+        )));
+        assert!(!is_default_rule(&rule(
+            true,
+            LinuxDeviceType::C,
+            None,
+            None,
+            "rw"
+        )));
     }
 }

@@ -70,7 +70,9 @@ pub enum CgroupError {
         reason: String,
     },
 
-    #[error("{field} needs the {controller} cgroup controller, which is not available on this host")]
+    #[error(
+        "{field} needs the {controller} cgroup controller, which is not available on this host"
+    )]
     ControllerUnavailable { controller: String, field: String },
 
     #[error("{what} is not supported on a {layout} cgroup layout: {reason}")]
@@ -88,7 +90,9 @@ pub enum CgroupError {
     #[error("unified key {key:?} is refused: {reason}")]
     RefusedUnifiedKey { key: String, reason: String },
 
-    #[error("unified keys need a cgroup v2 hierarchy, and this host has only cgroup v1 (key {key:?})")]
+    #[error(
+        "unified keys need a cgroup v2 hierarchy, and this host has only cgroup v1 (key {key:?})"
+    )]
     UnifiedOnV1 { key: String },
 
     #[error(

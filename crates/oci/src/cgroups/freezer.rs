@@ -22,7 +22,11 @@ enum Freezer<'a> {
 }
 
 fn freezer(cg: &ContainerCgroup) -> Result<Freezer<'_>, CgroupError> {
-    if let Some(h) = cg.hierarchies.iter().find(|h| !h.is_v2() && h.has("freezer")) {
+    if let Some(h) = cg
+        .hierarchies
+        .iter()
+        .find(|h| !h.is_v2() && h.has("freezer"))
+    {
         return Ok(Freezer::V1(h));
     }
     match cg.v2() {
@@ -77,9 +81,7 @@ fn freeze_v1(h: &HierarchyDir) -> Result<(), CgroupError> {
 fn freeze_v2(h: &HierarchyDir) -> Result<(), CgroupError> {
     let ctl = controller(h);
     fs::via_cgroups_rs(&h.dir, "cgroup.freeze", "1", ctl.freeze())?;
-    let frozen = fs::poll_until(V2_FREEZE_TIMEOUT, || {
-        Ok(events_frozen(h)?.then_some(()))
-    })?;
+    let frozen = fs::poll_until(V2_FREEZE_TIMEOUT, || Ok(events_frozen(h)?.then_some(())))?;
     if frozen.is_some() {
         return Ok(());
     }
@@ -98,7 +100,9 @@ fn events_frozen(h: &HierarchyDir) -> Result<bool, CgroupError> {
 
 pub(crate) fn thaw(cg: &ContainerCgroup) -> Result<(), CgroupError> {
     match freezer(cg)? {
-        Freezer::V1(h) => fs::via_cgroups_rs(&h.dir, "freezer.state", "THAWED", controller(h).thaw()),
+        Freezer::V1(h) => {
+            fs::via_cgroups_rs(&h.dir, "freezer.state", "THAWED", controller(h).thaw())
+        }
         Freezer::V2(h) => fs::via_cgroups_rs(&h.dir, "cgroup.freeze", "0", controller(h).thaw()),
     }
 }

@@ -91,7 +91,10 @@ pub(crate) fn validate(
     Ok(())
 }
 
-pub(crate) fn apply(cg: &ContainerCgroup, limits: &[LinuxHugepageLimit]) -> Result<(), CgroupError> {
+pub(crate) fn apply(
+    cg: &ContainerCgroup,
+    limits: &[LinuxHugepageLimit],
+) -> Result<(), CgroupError> {
     let Some(h) = cg.hierarchy_for("hugetlb") else {
         return Ok(());
     };

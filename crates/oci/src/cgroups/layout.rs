@@ -310,9 +310,11 @@ mod tests {
 
     #[test]
     fn no_cgroup_mount_is_an_error() {
-        let err = from_mounts(&parse_mountinfo(HYBRID.lines().next().unwrap()), &names(), |_| {
-            unreachable!()
-        })
+        let err = from_mounts(
+            &parse_mountinfo(HYBRID.lines().next().unwrap()),
+            &names(),
+            |_| unreachable!(),
+        )
         .unwrap_err();
         assert!(matches!(err, CgroupError::NoCgroupMounts { .. }), "{err}");
     }
@@ -339,7 +341,9 @@ mod tests {
 
     #[test]
     fn proc_cgroups_names_skip_the_header() {
-        let names = parse_proc_cgroups("#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\nhugetlb\t0\t1\t1\n");
+        let names = parse_proc_cgroups(
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\nhugetlb\t0\t1\t1\n",
+        );
         assert_eq!(names, vec!["cpuset", "hugetlb"]);
     }
 }

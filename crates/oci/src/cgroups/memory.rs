@@ -209,12 +209,7 @@ fn apply_v1(h: &HierarchyDir, ctl: &MemController, m: &LinuxMemory) -> Result<()
         set_swap(swap)?;
     }
     if let Some(r) = m.reservation() {
-        fs::via_cgroups_rs(
-            dir,
-            "memory.soft_limit_in_bytes",
-            r,
-            ctl.set_soft_limit(r),
-        )?;
+        fs::via_cgroups_rs(dir, "memory.soft_limit_in_bytes", r, ctl.set_soft_limit(r))?;
     }
     if let Some(s) = m.swappiness() {
         fs::via_cgroups_rs(dir, "memory.swappiness", s, ctl.set_swappiness(s))?;
@@ -323,7 +318,11 @@ mod tests {
     #[test]
     fn chosen_order_keeps_the_v1_invariant() {
         let sizes = [16 * MIB, 64 * MIB, 128 * MIB, 512 * MIB];
-        for &(old_l, old_s) in &[(64 * MIB, 128 * MIB), (512 * MIB, 512 * MIB), (16 * MIB, 64 * MIB)] {
+        for &(old_l, old_s) in &[
+            (64 * MIB, 128 * MIB),
+            (512 * MIB, 512 * MIB),
+            (16 * MIB, 64 * MIB),
+        ] {
             for &new_l in &sizes {
                 for &new_s in sizes.iter().filter(|s| **s >= new_l) {
                     let ok = match memory_write_order(old_l as u64, new_s) {

@@ -181,7 +181,11 @@ impl ContainerCgroup {
         self.hierarchies
             .iter()
             .find(|h| !h.is_v2() && h.has(controller))
-            .or_else(|| self.hierarchies.iter().find(|h| h.is_v2() && h.has(controller)))
+            .or_else(|| {
+                self.hierarchies
+                    .iter()
+                    .find(|h| h.is_v2() && h.has(controller))
+            })
     }
 
     fn v2(&self) -> Option<&HierarchyDir> {

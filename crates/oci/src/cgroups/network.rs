@@ -7,8 +7,8 @@ use cgroups_rs::fs::net_cls::NetClsController;
 use cgroups_rs::fs::net_prio::NetPrioController;
 use oci_spec::runtime::LinuxNetwork;
 
-use super::error::CgroupError;
 use super::ContainerCgroup;
+use super::error::CgroupError;
 
 pub(crate) fn apply(cg: &ContainerCgroup, n: &LinuxNetwork) {
     if let Err(e) = try_apply(cg, n) {
@@ -29,7 +29,9 @@ fn try_apply(cg: &ContainerCgroup, n: &LinuxNetwork) -> Result<(), CgroupError> 
                     ctl.set_class(u64::from(class_id)),
                 )?;
             }
-            None => tracing::warn!(cgroup = %cg.path.display(), "no net_cls controller: linux.resources.network.classID skipped"),
+            None => {
+                tracing::warn!(cgroup = %cg.path.display(), "no net_cls controller: linux.resources.network.classID skipped")
+            }
         }
     }
     let priorities = n.priorities().as_deref().unwrap_or_default();

@@ -76,8 +76,7 @@ fn normalize(raw: &str) -> Result<PathBuf, CgroupError> {
     if out.as_os_str().is_empty() {
         return Err(CgroupError::InvalidPath {
             path: raw.to_string(),
-            reason: "names the hierarchy root; a container needs a cgroup of its own"
-                .to_string(),
+            reason: "names the hierarchy root; a container needs a cgroup of its own".to_string(),
         });
     }
     Ok(out)
@@ -102,7 +101,9 @@ pub(crate) fn systemd_to_cgroupfs(raw: &str) -> Result<Option<PathBuf>, CgroupEr
         reason: reason.to_string(),
     };
     if name.is_empty() {
-        return Err(invalid("systemd form needs a unit name after the second ':'"));
+        return Err(invalid(
+            "systemd form needs a unit name after the second ':'",
+        ));
     }
     if prefix.contains('/') || name.contains('/') || *name == ".." || *name == "." {
         return Err(invalid("systemd prefix and name cannot contain '/'"));

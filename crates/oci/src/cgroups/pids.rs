@@ -22,5 +22,10 @@ pub(crate) fn apply(cg: &ContainerCgroup, p: &LinuxPids) -> Result<(), CgroupErr
         });
     };
     let ctl = PidController::new(h.dir.clone(), h.mount_point.clone(), h.is_v2());
-    fs::via_cgroups_rs(&h.dir, "pids.max", value.to_string(), ctl.set_pid_max(value))
+    fs::via_cgroups_rs(
+        &h.dir,
+        "pids.max",
+        value.to_string(),
+        ctl.set_pid_max(value),
+    )
 }

@@ -63,7 +63,10 @@ pub(crate) fn validate(
     Ok(())
 }
 
-pub(crate) fn apply(cg: &ContainerCgroup, unified: &HashMap<String, String>) -> Result<(), CgroupError> {
+pub(crate) fn apply(
+    cg: &ContainerCgroup,
+    unified: &HashMap<String, String>,
+) -> Result<(), CgroupError> {
     for (key, value) in sorted(unified) {
         let h = v2_dir(cg, key)?;
         fs::write(&h.dir.join(key), value)?;
