@@ -212,6 +212,16 @@ fn update_changes_the_limits() {
     assert_eq!(read(cg, "cpu", "cpu.cfs_period_us"), "50000");
     assert_eq!(read(cg, "cpuset", "cpuset.cpus"), "0-1");
 
+    // The rest of the cpu fields: realtime bandwidth, SCHED_IDLE, CFS burst.
+    cg.update(&resources(json!({ "cpu": {
+        "realtimePeriod": 1000000, "realtimeRuntime": 10000, "idle": 1, "burst": 1000
+    } })))
+    .unwrap();
+    assert_eq!(read(cg, "cpu", "cpu.rt_period_us"), "1000000");
+    assert_eq!(read(cg, "cpu", "cpu.rt_runtime_us"), "10000");
+    assert_eq!(read(cg, "cpu", "cpu.idle"), "1");
+    assert_eq!(read(cg, "cpu", "cpu.cfs_burst_us"), "1000");
+
     // Unlimited again.
     cg.update(&resources(
         json!({ "pids": { "limit": -1 }, "cpu": { "quota": -1 } }),
@@ -439,8 +449,25 @@ fn memory_and_swap_can_be_lowered_and_raised() {
     );
     check(256 * MIB, 512 * MIB);
     // Kernel memory is ignored with a warning, not an error.
-    cg.update(&resources(json!({ "memory": { "kernel": 16 * MIB } })))
-        .unwrap();
+    cg.update(&resources(json!({ "memory": {
+        "kernel": 16 * MIB, "kernelTCP": MIB, "swappiness": 10, "disableOOMKiller": true,
+        "reservation": 16 * MIB
+    } })))
+    .unwrap();
+    assert_eq!(read(cg, "memory", "memory.swappiness"), "10");
+    assert_eq!(
+        read(cg, "memory", "memory.soft_limit_in_bytes"),
+        (16 * MIB).to_string()
+    );
+    assert!(read(cg, "memory", "memory.oom_control").contains("oom_kill_disable 1"));
+    let err = cg
+        .update(&resources(json!({ "memory": { "swappiness": 101 } })))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("linux.resources.memory.swappiness"),
+        "{err}"
+    );
 }
 
 /// A task holds 24 MiB of shmem (not reclaimable: this host has no swap); a 4 MiB limit
@@ -568,4 +595,68 @@ fn empty_cgroups_path_goes_under_coracle() {
     result.unwrap();
     assert_eq!(path, Path::new("/coracle").join(&id));
     assert_eq!(dir, Path::new("/sys/fs/cgroup/memory/coracle").join(&id));
+}
+
+/// The major:minor of the first virtio or SCSI disk.
+fn a_disk() -> (u64, u64) {
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let name = e.file_name().into_string().unwrap();
+        if name.starts_with("vd") || name.starts_with("sd") || name.starts_with("nvme") {
+            let dev = std::fs::read_to_string(e.path().join("dev")).unwrap();
+            let (a, b) = dev.trim().split_once(':').unwrap();
+            return (a.parse().unwrap(), b.parse().unwrap());
+        }
+    }
+    panic!("no disk in /sys/block");
+}
+
+#[test]
+fn blkio_throttles_and_weights_apply_and_missing_weight_files_are_skipped() {
+    let mut g = Guard::new("blkio");
+    let (major, minor) = a_disk();
+    let cg = g
+        .create(Some(&resources(json!({ "blockIO": {
+            "weight": 500,
+            // blkio.leaf_weight does not exist on this kernel: skipped with a warning.
+            "leafWeight": 300,
+            "throttleReadBpsDevice": [{ "major": major, "minor": minor, "rate": 1048576 }],
+            "throttleWriteIOPSDevice": [{ "major": major, "minor": minor, "rate": 100 }]
+        }}))))
+        .unwrap();
+    assert_eq!(
+        read(cg, "blkio", "blkio.throttle.read_bps_device"),
+        format!("{major}:{minor} 1048576")
+    );
+    assert_eq!(
+        read(cg, "blkio", "blkio.throttle.write_iops_device"),
+        format!("{major}:{minor} 100")
+    );
+    // With BFQ built in the weight goes to blkio.bfq.weight ("default 500").
+    let dir = cg.controller_dir("blkio").unwrap();
+    let weight = ["blkio.weight", "blkio.bfq.weight"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok());
+    if let Some(w) = weight {
+        assert!(w.contains("500"), "{w}");
+    }
+    let err = cg
+        .update(&resources(json!({ "blockIO": { "weight": 5 } })))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("linux.resources.blockIO.weight"),
+        "{err}"
+    );
+}
+
+#[test]
+fn network_classid_without_net_cls_is_skipped_not_fatal() {
+    let mut g = Guard::new("network");
+    let cg = g
+        .create(Some(&resources(json!({ "network": {
+            "classID": 1048577, "priorities": [{ "name": "eth0", "priority": 5 }]
+        }}))))
+        .unwrap();
+    // This host has neither net_cls nor net_prio mounted.
+    assert!(cg.controller_dir("net_cls").is_none());
+    assert!(cg.controller_dir("net_prio").is_none());
 }

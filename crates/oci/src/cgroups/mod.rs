@@ -426,3 +426,141 @@ fn remove_created(created: &[PathBuf]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::layout::MountedHierarchy;
+    use super::*;
+
+    fn v1(mount: &str, controllers: &[&str]) -> MountedHierarchy {
+        MountedHierarchy {
+            version: Version::V1,
+            mount_point: PathBuf::from(mount),
+            controllers: controllers.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    fn v2(mount: &str, controllers: &[&str]) -> MountedHierarchy {
+        MountedHierarchy {
+            version: Version::V2,
+            ..v1(mount, controllers)
+        }
+    }
+
+    fn cgroup(layout: CgroupLayout, hierarchies: Vec<MountedHierarchy>) -> ContainerCgroup {
+        ContainerCgroup::for_host(
+            HostCgroups {
+                layout,
+                hierarchies,
+            },
+            PathBuf::from("/coracle/c1"),
+        )
+    }
+
+    fn hybrid() -> ContainerCgroup {
+        cgroup(
+            CgroupLayout::Hybrid,
+            vec![
+                v1("/sys/fs/cgroup/cpu,cpuacct", &["cpu", "cpuacct"]),
+                v1("/sys/fs/cgroup/systemd", &["name=systemd"]),
+                v2("/sys/fs/cgroup/unified", &["hugetlb"]),
+            ],
+        )
+    }
+
+    fn pure_v2() -> ContainerCgroup {
+        cgroup(
+            CgroupLayout::V2,
+            vec![v2("/sys/fs/cgroup", &["cpu", "memory", "pids", "hugetlb"])],
+        )
+    }
+
+    fn resources(v: serde_json::Value) -> LinuxResources {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn each_controller_goes_to_the_hierarchy_that_has_it() {
+        let cg = hybrid();
+        assert_eq!(
+            cg.controller_dir("cpu"),
+            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct/coracle/c1"))
+        );
+        assert_eq!(
+            cg.controller_dir("hugetlb"),
+            Some(Path::new("/sys/fs/cgroup/unified/coracle/c1"))
+        );
+        assert_eq!(cg.controller_dir("memory"), None);
+    }
+
+    #[test]
+    fn mount_source_names() {
+        let names: Vec<String> = hybrid()
+            .mount_sources()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, vec!["cpu,cpuacct", "systemd", "unified"]);
+        let names: Vec<String> = pure_v2()
+            .mount_sources()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, vec![""]);
+    }
+
+    #[test]
+    fn devices_on_v2_accept_only_the_defaults() {
+        let cg = pure_v2();
+        let defaults = resources(serde_json::json!({ "devices": [
+            { "allow": false, "access": "rwm" },
+            { "allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm" }
+        ]}));
+        cg.validate(&defaults).unwrap();
+        let block = resources(serde_json::json!({ "devices": [
+            { "allow": false, "access": "rwm" },
+            { "allow": true, "type": "b", "major": 8, "minor": 0, "access": "rw" }
+        ]}));
+        let err = cg.validate(&block).unwrap_err();
+        assert!(matches!(err, CgroupError::Unsupported { .. }), "{err}");
+        assert!(err.to_string().contains("devices[1]"), "{err}");
+    }
+
+    #[test]
+    fn realtime_on_v2_is_unsupported() {
+        let err = pure_v2()
+            .validate(&resources(
+                serde_json::json!({ "cpu": { "realtimeRuntime": 1000 } }),
+            ))
+            .unwrap_err();
+        assert!(matches!(err, CgroupError::Unsupported { .. }), "{err}");
+    }
+
+    #[test]
+    fn unified_on_pure_v1_is_refused_naming_the_key() {
+        let cg = cgroup(
+            CgroupLayout::V1,
+            vec![v1("/sys/fs/cgroup/memory", &["memory"])],
+        );
+        let err = cg
+            .validate(&resources(
+                serde_json::json!({ "unified": { "memory.high": "1" } }),
+            ))
+            .unwrap_err();
+        assert!(matches!(err, CgroupError::UnifiedOnV1 { .. }), "{err}");
+        assert!(err.to_string().contains("memory.high"), "{err}");
+    }
+
+    #[test]
+    fn missing_controller_is_named() {
+        let err = hybrid()
+            .validate(&resources(
+                serde_json::json!({ "memory": { "limit": 1024 } }),
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(err, CgroupError::ControllerUnavailable { ref controller, .. } if controller == "memory"),
+            "{err}"
+        );
+    }
+}
