@@ -660,3 +660,68 @@ fn network_classid_without_net_cls_is_skipped_not_fatal() {
     assert!(cg.controller_dir("net_cls").is_none());
     assert!(cg.controller_dir("net_prio").is_none());
 }
+
+/// The v2 core freezer (cgroup.freeze + cgroup.events), exercised on this host's v2
+/// mount: the persisted state is narrowed to the v2 hierarchy, as if v2 were all there is.
+#[test]
+fn v2_freezer_freezes_through_cgroup_freeze_and_events() {
+    let mut g = Guard::new("v2freeze");
+    g.create(Some(&resources(
+        json!({ "cpu": { "quota": 10000, "period": 100000 } }),
+    )))
+    .unwrap();
+    let pid = g.spawn_in(&["sh", "-c", "while :; do :; done"]);
+    let mut state = serde_json::to_value(g.cg()).unwrap();
+    state["hierarchies"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|h| h["version"] == "V2");
+    assert_eq!(state["hierarchies"].as_array().unwrap().len(), 1);
+    let v2_only: ContainerCgroup = serde_json::from_value(state).unwrap();
+    let v2_dir = g
+        .all_dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/unified"))
+        .unwrap();
+
+    assert!(!v2_only.is_frozen().unwrap());
+    v2_only.freeze().unwrap();
+    assert!(v2_only.is_frozen().unwrap());
+    let events = std::fs::read_to_string(v2_dir.join("cgroup.events")).unwrap();
+    assert!(events.contains("frozen 1"), "{events}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_ne!(proc_state(pid), 'R', "a frozen task is not running");
+    // The v1 freezer knows nothing of it.
+    assert!(!g.cg().is_frozen().unwrap());
+
+    v2_only.thaw().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while v2_only.is_frozen().unwrap() {
+        assert!(Instant::now() < deadline, "still frozen after thaw");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A container may make cgroups below its own (systemd inside, nested runtimes): pids()
+/// sees their processes and delete() removes them.
+#[test]
+fn nested_cgroups_are_listed_and_removed() {
+    let mut g = Guard::new("nested");
+    g.create(None).unwrap();
+    let pid = g.spawn_in(&["sleep", "1000"]);
+    let sub = g.cg().controller_dir("memory").unwrap().join("inner");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("cgroup.procs"), pid.to_string()).unwrap();
+    assert_eq!(g.cg().pids().unwrap(), vec![pid]);
+    assert!(matches!(
+        g.cg().delete().unwrap_err(),
+        CgroupError::TasksRemain { .. }
+    ));
+
+    g.kill_children();
+    g.cg().delete().unwrap();
+    assert!(!sub.exists());
+    for d in g.all_dirs() {
+        assert!(!d.exists(), "{} still exists", d.display());
+    }
+}
