@@ -62,7 +62,8 @@ pub(crate) fn via_cgroups_rs<T>(
 }
 
 /// Creates `dir` and its missing parents; returns the directories this call created,
-/// outermost first, so a failed create can remove exactly those.
+/// outermost first, so a failed create can remove exactly those. On error it removes
+/// what it made itself.
 pub(crate) fn mkdir_all(dir: &Path) -> Result<Vec<PathBuf>, CgroupError> {
     let mut missing = Vec::new();
     let mut cur = Some(dir);
@@ -80,7 +81,12 @@ pub(crate) fn mkdir_all(dir: &Path) -> Result<Vec<PathBuf>, CgroupError> {
             Ok(()) => created.push(d),
             // Someone else (another container of the same pod) made it meanwhile.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(CgroupError::CreateDir { path: d, source }),
+            Err(source) => {
+                for made in created.iter().rev() {
+                    let _ = std::fs::remove_dir(made);
+                }
+                return Err(CgroupError::CreateDir { path: d, source });
+            }
         }
     }
     Ok(created)
