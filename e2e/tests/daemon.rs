@@ -285,6 +285,8 @@ fn pod_record(id: &str, name: &str) -> PodRecord {
         created_at: 1_700_000_000_000_000_000,
         namespace_dir: None,
         pinned: Vec::new(),
+        cgroup: None,
+        cgroup_created: false,
     }
 }
 

@@ -354,3 +354,49 @@ async fn restart_keeps_pods_and_converges_after_a_crash() {
     daemon.stop().await.unwrap();
     assert!(mounts_under(daemon.dir()).is_empty());
 }
+
+fn memory_cgroup(path: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'))
+}
+
+/// The pod cgroup is made at `cgroup_parent` when missing and removed with the pod;
+/// one kubelet made first is adopted and left for kubelet to remove.
+#[tokio::test]
+async fn pod_cgroup_is_made_at_cgroup_parent_and_removed_only_if_ours() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let base = format!("coracle-e2e-{}", std::process::id());
+    let ours = format!("/{base}/pod-ours");
+    let kubelets = format!("/{base}/pod-kubelet");
+    fs::create_dir_all(memory_cgroup(&kubelets)).unwrap();
+
+    let mut config = pod_config("cg-ours");
+    config.linux.as_mut().unwrap().cgroup_parent = ours.clone();
+    let ours_id = run_pod(&daemon, config).await.unwrap();
+    let mut config = pod_config("cg-kubelet");
+    config.linux.as_mut().unwrap().cgroup_parent = kubelets.clone();
+    let kubelets_id = run_pod(&daemon, config).await.unwrap();
+    assert!(memory_cgroup(&ours).is_dir(), "pod cgroup not made");
+    assert!(Path::new("/sys/fs/cgroup/pids").join(&ours[1..]).is_dir());
+
+    remove_pod(&daemon, &ours_id).await;
+    remove_pod(&daemon, &kubelets_id).await;
+    let ours_gone = !memory_cgroup(&ours).exists();
+    let kubelets_kept = memory_cgroup(&kubelets).is_dir();
+    // Clean up what the test made, in every hierarchy, before asserting.
+    for entry in fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        for dir in [
+            entry.path().join(&ours[1..]),
+            entry.path().join(&kubelets[1..]),
+        ] {
+            let _ = fs::remove_dir(dir);
+        }
+        let _ = fs::remove_dir(entry.path().join(&base));
+    }
+    assert!(ours_gone, "the pod cgroup Coracle made was not removed");
+    assert!(kubelets_kept, "a cgroup kubelet made was removed");
+    daemon.stop().await.unwrap();
+}

@@ -82,6 +82,8 @@ mod tests {
             created_at: 1,
             namespace_dir: None,
             pinned: Vec::new(),
+            cgroup: None,
+            cgroup_created: false,
         }
     }
 

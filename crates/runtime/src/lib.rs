@@ -4,6 +4,7 @@
 pub mod lock_file;
 pub mod model;
 pub mod names;
+mod pod_cgroup;
 pub mod pod_files;
 mod recover;
 mod sandbox_remove;
@@ -50,6 +51,11 @@ pub enum RuntimeError {
     PodFiles {
         id: String,
         source: pod_files::PodFilesError,
+    },
+    #[error("cgroup of pod {id}: {source}")]
+    PodCgroup {
+        id: String,
+        source: coracle_oci::cgroups::CgroupError,
     },
     #[error("remove {path}: {source}")]
     RemoveDir {

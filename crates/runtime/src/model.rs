@@ -113,6 +113,13 @@ pub struct PodRecord {
     /// Which namespaces are pinned there.
     #[serde(default)]
     pub pinned: Vec<String>,
+    /// The pod cgroup (`cgroup_parent`), when one was asked for.
+    #[serde(default)]
+    pub cgroup: Option<coracle_oci::cgroups::ContainerCgroup>,
+    /// Whether Coracle made the pod cgroup (then it removes it too); kubelet's
+    /// cgroupfs driver usually makes it first and removes it itself.
+    #[serde(default)]
+    pub cgroup_created: bool,
 }
 
 impl Record for PodRecord {

@@ -26,6 +26,17 @@ impl Runtime {
     /// rollback of a failed RunPodSandbox and recovery after a crash.
     pub(crate) async fn remove_pod_resources(&self, id: &str) -> Result<(), RuntimeError> {
         self.release_pod_namespaces(id).await?;
+        if let Some(pod) = self.pods.get(id) {
+            let pod_id = id.to_owned();
+            tokio::task::spawn_blocking(move || {
+                crate::pod_cgroup::remove_pod_cgroup(
+                    &pod_id,
+                    pod.cgroup.as_ref(),
+                    pod.cgroup_created,
+                )
+            })
+            .await??;
+        }
         remove_dir_all_if_present(&self.dirs.pod_state_dir(id))?;
         remove_dir_all_if_present(&self.dirs.pod_files_dir(id))
     }

@@ -60,6 +60,8 @@ impl Runtime {
             created_at: now_nanos(),
             namespace_dir: namespace_dir.clone(),
             pinned: kinds.iter().map(|k| k.name().to_owned()).collect(),
+            cgroup: None,
+            cgroup_created: false,
         };
         // Persisted first, as Creating: a crash from here on is rolled back at start.
         let guard = self.pods.insert(record).await?;
@@ -85,9 +87,30 @@ impl Runtime {
                 .map_err(|source| RuntimeError::PodFiles { id: pod_id, source })
         })
         .await??;
-        self.pods
-            .update(&guard, |pod| pod.state = PodState::Ready)
-            .await?;
+        let pod_id = id.to_owned();
+        let parent = spec.cgroup_parent.clone();
+        let pod_cgroup = tokio::task::spawn_blocking(move || {
+            crate::pod_cgroup::ensure_pod_cgroup(&pod_id, &parent)
+        })
+        .await??;
+        let (cgroup, created) = match pod_cgroup {
+            Some(made) => (Some(made.cgroup), made.created),
+            None => (None, false),
+        };
+        let recorded = cgroup.clone();
+        let marked_ready = self
+            .pods
+            .update(&guard, move |pod| {
+                pod.cgroup = recorded;
+                pod.cgroup_created = created;
+                pod.state = PodState::Ready;
+            })
+            .await;
+        if let Err(err) = marked_ready {
+            // The record does not know the cgroup, so the rollback cannot remove it.
+            crate::pod_cgroup::remove_pod_cgroup(id, cgroup.as_ref(), created)?;
+            return Err(err.into());
+        }
         Ok(())
     }
 }
