@@ -55,7 +55,7 @@ pub enum RuntimeError {
     #[error("cgroup of pod {id}: {source}")]
     PodCgroup {
         id: String,
-        source: coracle_oci::cgroups::CgroupError,
+        source: Box<coracle_oci::cgroups::CgroupError>,
     },
     #[error("remove {path}: {source}")]
     RemoveDir {

@@ -27,7 +27,7 @@ pub(crate) fn ensure_pod_cgroup(
     }
     let invalid = |err: coracle_oci::cgroups::CgroupError| RuntimeError::PodCgroup {
         id: pod_id.to_owned(),
-        source: err,
+        source: Box::new(err),
     };
     let path = resolve_cgroups_path(Some(Path::new(cgroup_parent)), pod_id).map_err(invalid)?;
     let existed = exists_in_some_hierarchy(&path);
@@ -63,7 +63,7 @@ pub(crate) fn remove_pod_cgroup(
     match cgroup {
         Some(cgroup) if created => cgroup.delete().map_err(|source| RuntimeError::PodCgroup {
             id: pod_id.to_owned(),
-            source,
+            source: Box::new(source),
         }),
         _ => Ok(()),
     }
