@@ -48,6 +48,8 @@ pub struct DaemonOptions {
     pub args: Vec<String>,
     /// Contents of a config file passed with `--config`.
     pub config_toml: Option<String>,
+    /// `--log-level` (the harness default is debug, so tests can read every RPC).
+    pub log_level: Option<String>,
 }
 
 /// A running `coracled` with its own socket, root and state dirs. Dropping it kills
@@ -117,7 +119,7 @@ impl Daemon {
             .arg("--state")
             .arg(self.state_dir())
             .arg("--log-level")
-            .arg("debug");
+            .arg(self.options.log_level.as_deref().unwrap_or("debug"));
         if let Some(config) = &self.options.config_toml {
             let path = self.dir.path().join("config.toml");
             fs::write(&path, config).context("write daemon config file")?;
