@@ -270,9 +270,11 @@ impl BridgeNetwork {
             .map_err(|err| with_netns_context(err, netns_path, ifname))?;
         made.veth = Some(host_veth.to_owned());
         let veth = netlink.require_link(host_veth).await?;
+        // First thing after creation: the alias marks the veth as this pod's
+        // (the kernel ignores IFLA_IFALIAS in RTM_NEWLINK, so it takes this call).
+        netlink.attach_to_bridge(&veth, &bridge, pod_id).await?;
         self.configure_inside_pod(&netns, netns_path, ifname, &ips)
             .await?;
-        netlink.attach_to_bridge(&veth, &bridge, pod_id).await?;
         Ok(ips)
     }
 
@@ -358,6 +360,39 @@ impl BridgeNetwork {
         self.ipam.addresses_of(pod_id)
     }
 
+    /// Pods that hold an address here or a veth on this bridge, for recovery after a
+    /// restart: the daemon detaches those it has no record of, so a crash at
+    /// any point leaks neither addresses nor veths.
+    pub async fn known_pods(&self) -> Result<Vec<String>, NetError> {
+        let mut pods: Vec<String> = self
+            .ipam
+            .pools()
+            .iter()
+            .map(|pool| pool.leases())
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .map(|(_, pod_id)| pod_id)
+            .filter(|pod_id| validate_pod_id(pod_id).is_ok())
+            .collect();
+        let netlink = Netlink::connect()?;
+        if let Some(bridge) = netlink.link_by_name(&self.config.bridge).await? {
+            for link in netlink.all_links().await? {
+                let ours =
+                    link.controller == Some(bridge.index) && link.kind == Some(InfoKind::Veth);
+                if let Some(alias) = link
+                    .alias
+                    .filter(|alias| ours && veth_name(alias) == link.name)
+                {
+                    pods.push(alias);
+                }
+            }
+        }
+        pods.sort();
+        pods.dedup();
+        Ok(pods)
+    }
+
     /// Removes the bridge and Coracle's nftables table (uninstall, tests). Pods
     /// still attached lose their network; their veths go with the bridge's ports
     /// only when detached.
@@ -429,7 +464,8 @@ fn invalid_config(field: &'static str, reason: &str) -> NetError {
 }
 
 /// The attach that made a veth labels it with the pod id (its alias), so a
-/// hash collision can never make one pod delete another's veth.
+/// hash collision can never make one pod delete another's veth. No alias means
+/// an attach crashed between creating and labelling it; the name is this pod's.
 fn owned_by(link: &Link, pod_id: &str) -> bool {
     link.kind == Some(InfoKind::Veth) && link.alias.as_deref().is_none_or(|alias| alias == pod_id)
 }

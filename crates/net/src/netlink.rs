@@ -31,6 +31,8 @@ pub struct Link {
     pub up: bool,
     pub kind: Option<InfoKind>,
     pub alias: Option<String>,
+    /// The bridge (or other master) the link is plugged into.
+    pub controller: Option<u32>,
 }
 
 impl Link {
@@ -41,11 +43,13 @@ impl Link {
             up: message.header.flags.contains(LinkFlags::Up),
             kind: None,
             alias: None,
+            controller: None,
         };
         for attr in &message.attributes {
             match attr {
                 LinkAttribute::IfName(name) => link.name.clone_from(name),
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
+                LinkAttribute::Controller(index) => link.controller = Some(*index),
                 LinkAttribute::LinkInfo(infos) => {
                     link.kind = infos.iter().find_map(|info| match info {
                         LinkInfo::Kind(kind) => Some(kind.clone()),
@@ -130,6 +134,18 @@ impl Netlink {
                 source,
             }),
         }
+    }
+
+    pub async fn all_links(&self) -> Result<Vec<Link>, NetError> {
+        let messages: Vec<_> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(netlink_error("list interfaces", "all"))?;
+        Ok(messages.iter().map(Link::from_message).collect())
     }
 
     pub async fn require_link(&self, name: &str) -> Result<Link, NetError> {

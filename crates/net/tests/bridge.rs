@@ -289,6 +289,7 @@ async fn ipam_does_not_hand_out_an_allocated_address_after_a_restart() {
     let a = t.net.attach("pod-a", &netns_a, "eth0").await.unwrap();
     let restarted = t.restarted();
     assert_eq!(restarted.addresses_of("pod-a").unwrap(), a.ips);
+    assert_eq!(restarted.known_pods().await.unwrap(), ["pod-a"]);
     let b = restarted.attach("pod-b", &netns_b, "eth0").await.unwrap();
     assert_ne!(a.ips, b.ips);
     ping(&netns_b, a.ips[0]);
@@ -296,6 +297,7 @@ async fn ipam_does_not_hand_out_an_allocated_address_after_a_restart() {
     restarted.detach("pod-a").await.unwrap();
     assert!(!link_exists(&a.host_veth));
     restarted.detach("pod-b").await.unwrap();
+    assert!(restarted.known_pods().await.unwrap().is_empty());
 }
 
 #[tokio::test]
