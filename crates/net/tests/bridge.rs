@@ -26,6 +26,12 @@ fn require_root() {
     );
 }
 
+/// A pod id unique to this test process: veth names derive from pod ids, and
+/// parallel tests must not see each other's pods as their own.
+fn id(name: &str) -> String {
+    format!("t{}-{name}", std::process::id())
+}
+
 /// One test's bridge, table, IPAM dir and pods; removes them all on drop.
 struct TestNet {
     net: BridgeNetwork,
@@ -191,13 +197,13 @@ fn addresses_in(netns: &Path, ifname: &str) -> String {
 async fn two_pods_get_distinct_addresses_and_reach_each_other_and_the_gateway() {
     let mut t = TestNet::new(false, true);
     t.net.ensure_ready().await.unwrap();
-    let (netns_a, netns_b) = (t.pod_netns("pod-a"), t.pod_netns("pod-b"));
+    let (netns_a, netns_b) = (t.pod_netns(&id("pod-a")), t.pod_netns(&id("pod-b")));
 
     let started = Instant::now();
-    let a = t.net.attach("pod-a", &netns_a, "eth0").await.unwrap();
+    let a = t.net.attach(&id("pod-a"), &netns_a, "eth0").await.unwrap();
     let attach_a = started.elapsed();
     let started = Instant::now();
-    let b = t.net.attach("pod-b", &netns_b, "eth0").await.unwrap();
+    let b = t.net.attach(&id("pod-b"), &netns_b, "eth0").await.unwrap();
     let attach_b = started.elapsed();
 
     let subnet = t.subnet_v4();
@@ -228,9 +234,9 @@ async fn two_pods_get_distinct_addresses_and_reach_each_other_and_the_gateway() 
     ping(&netns_a, gateway);
 
     let started = Instant::now();
-    t.net.detach("pod-a").await.unwrap();
+    t.net.detach(&id("pod-a")).await.unwrap();
     let detach_a = started.elapsed();
-    t.net.detach("pod-b").await.unwrap();
+    t.net.detach(&id("pod-b")).await.unwrap();
     for pod in [&a, &b] {
         assert!(
             !link_exists(&pod.host_veth),
@@ -238,13 +244,13 @@ async fn two_pods_get_distinct_addresses_and_reach_each_other_and_the_gateway() 
             pod.host_veth
         );
     }
-    assert!(t.net.addresses_of("pod-a").unwrap().is_empty());
-    assert!(t.net.addresses_of("pod-b").unwrap().is_empty());
+    assert!(t.net.addresses_of(&id("pod-a")).unwrap().is_empty());
+    assert!(t.net.addresses_of(&id("pod-b")).unwrap().is_empty());
     // The namespace is still pinned but its eth0 went with the host veth.
     assert!(busybox_in(&netns_a, &["ip", "link", "show", "eth0"]).is_err());
     // Detach twice is fine (repeated StopPodSandbox).
-    t.net.detach("pod-a").await.unwrap();
-    t.net.detach("never-attached").await.unwrap();
+    t.net.detach(&id("pod-a")).await.unwrap();
+    t.net.detach(&id("never-attached")).await.unwrap();
     println!("timing: attach {attach_a:?} (first), {attach_b:?} (second), detach {detach_a:?}");
 }
 
@@ -254,7 +260,7 @@ async fn attach_latency_over_ten_pods() {
     t.net.ensure_ready().await.unwrap();
     let pods: Vec<_> = (0..10)
         .map(|i| {
-            let id = format!("lat-{i}");
+            let id = id(&format!("lat-{i}"));
             let netns = t.pod_netns(&id);
             (id, netns)
         })
@@ -285,18 +291,21 @@ async fn attach_latency_over_ten_pods() {
 async fn ipam_does_not_hand_out_an_allocated_address_after_a_restart() {
     let mut t = TestNet::new(false, false);
     t.net.ensure_ready().await.unwrap();
-    let (netns_a, netns_b) = (t.pod_netns("pod-a"), t.pod_netns("pod-b"));
-    let a = t.net.attach("pod-a", &netns_a, "eth0").await.unwrap();
+    let (netns_a, netns_b) = (t.pod_netns(&id("pod-a")), t.pod_netns(&id("pod-b")));
+    let a = t.net.attach(&id("pod-a"), &netns_a, "eth0").await.unwrap();
     let restarted = t.restarted();
-    assert_eq!(restarted.addresses_of("pod-a").unwrap(), a.ips);
-    assert_eq!(restarted.known_pods().await.unwrap(), ["pod-a"]);
-    let b = restarted.attach("pod-b", &netns_b, "eth0").await.unwrap();
+    assert_eq!(restarted.addresses_of(&id("pod-a")).unwrap(), a.ips);
+    assert_eq!(restarted.known_pods().await.unwrap(), [id("pod-a")]);
+    let b = restarted
+        .attach(&id("pod-b"), &netns_b, "eth0")
+        .await
+        .unwrap();
     assert_ne!(a.ips, b.ips);
     ping(&netns_b, a.ips[0]);
     // The restarted instance can detach what the first one attached.
-    restarted.detach("pod-a").await.unwrap();
+    restarted.detach(&id("pod-a")).await.unwrap();
     assert!(!link_exists(&a.host_veth));
-    restarted.detach("pod-b").await.unwrap();
+    restarted.detach(&id("pod-b")).await.unwrap();
     assert!(restarted.known_pods().await.unwrap().is_empty());
 }
 
@@ -307,14 +316,14 @@ async fn attach_to_a_path_that_is_not_a_namespace_leaves_no_veth_and_no_allocati
     let not_a_netns = t.pods_dir.path().join("plain-file");
     fs::write(&not_a_netns, "").unwrap();
     for path in [not_a_netns.as_path(), Path::new("/nonexistent/ns/net")] {
-        let err = t.net.attach("pod-x", path, "eth0").await.unwrap_err();
+        let err = t.net.attach(&id("pod-x"), path, "eth0").await.unwrap_err();
         println!("attach to {}: {err}", path.display());
         assert!(
-            !link_exists(&veth_name("pod-x")),
+            !link_exists(&veth_name(&id("pod-x"))),
             "veth left by a failed attach"
         );
         assert!(
-            t.net.addresses_of("pod-x").unwrap().is_empty(),
+            t.net.addresses_of(&id("pod-x")).unwrap().is_empty(),
             "address leaked"
         );
     }
@@ -324,38 +333,42 @@ async fn attach_to_a_path_that_is_not_a_namespace_leaves_no_veth_and_no_allocati
 async fn attach_failing_inside_the_pod_rolls_back_the_veth_and_the_address() {
     let mut t = TestNet::new(false, false);
     t.net.ensure_ready().await.unwrap();
-    let netns = t.pod_netns("pod-r");
+    let netns = t.pod_netns(&id("pod-r"));
     // A default route already in the pod makes adding ours fail, after the veth
     // exists and the address is allocated: the late rollback path.
     busybox_in(&netns, &["ip", "link", "set", "lo", "up"]).unwrap();
     busybox_in(&netns, &["ip", "route", "add", "default", "dev", "lo"]).unwrap();
-    let err = t.net.attach("pod-r", &netns, "eth0").await.unwrap_err();
+    let err = t
+        .net
+        .attach(&id("pod-r"), &netns, "eth0")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("default route"), "{err}");
     assert!(
-        !link_exists(&veth_name("pod-r")),
+        !link_exists(&veth_name(&id("pod-r"))),
         "veth left by a failed attach"
     );
     assert!(
-        t.net.addresses_of("pod-r").unwrap().is_empty(),
+        t.net.addresses_of(&id("pod-r")).unwrap().is_empty(),
         "address leaked"
     );
     assert!(busybox_in(&netns, &["ip", "link", "show", "eth0"]).is_err());
     // The same pod can be attached once the obstacle is gone.
     busybox_in(&netns, &["ip", "route", "del", "default", "dev", "lo"]).unwrap();
-    t.net.attach("pod-r", &netns, "eth0").await.unwrap();
-    t.net.detach("pod-r").await.unwrap();
+    t.net.attach(&id("pod-r"), &netns, "eth0").await.unwrap();
+    t.net.detach(&id("pod-r")).await.unwrap();
 }
 
 #[tokio::test]
 async fn detach_after_the_namespace_is_gone_releases_everything() {
     let mut t = TestNet::new(false, false);
     t.net.ensure_ready().await.unwrap();
-    let netns = t.pod_netns("pod-g");
-    let pod = t.net.attach("pod-g", &netns, "eth0").await.unwrap();
+    let netns = t.pod_netns(&id("pod-g"));
+    let pod = t.net.attach(&id("pod-g"), &netns, "eth0").await.unwrap();
     unpin_namespaces(netns.parent().unwrap()).unwrap();
-    t.net.detach("pod-g").await.unwrap();
+    t.net.detach(&id("pod-g")).await.unwrap();
     assert!(!link_exists(&pod.host_veth));
-    assert!(t.net.addresses_of("pod-g").unwrap().is_empty());
+    assert!(t.net.addresses_of(&id("pod-g")).unwrap().is_empty());
 }
 
 /// Accepts one TCP connection inside the namespace and answers `reply`.
@@ -413,8 +426,9 @@ fn list_table(name: &str) -> Option<String> {
 async fn host_port_reaches_the_pod_from_the_node_and_goes_with_detach() {
     let mut t = TestNet::new(false, false);
     t.net.ensure_ready().await.unwrap();
-    let netns = t.pod_netns("pod-h");
-    let pod = t.net.attach("pod-h", &netns, "eth0").await.unwrap();
+    let pod_id = id("pod-h");
+    let netns = t.pod_netns(&pod_id);
+    let pod = t.net.attach(&id("pod-h"), &netns, "eth0").await.unwrap();
     let pod_ip = pod.ips[0];
     let gateway = IpAddr::V4(pod.gateway_v4);
     let host_port = 20_000 + (std::process::id() % 10_000) as u16;
@@ -433,7 +447,7 @@ async fn host_port_reaches_the_pod_from_the_node_and_goes_with_detach() {
         },
     ];
     t.net
-        .add_port_mappings("pod-h", pod_ip, &mappings)
+        .add_port_mappings(&id("pod-h"), pod_ip, &mappings)
         .await
         .unwrap();
 
@@ -442,10 +456,10 @@ async fn host_port_reaches_the_pod_from_the_node_and_goes_with_detach() {
         hostport_rules(&table),
         [
             format!(
-                "meta nfproto ipv4 tcp dport {host_port} dnat ip to {pod_ip}:8080 comment \"pod pod-h\""
+                "meta nfproto ipv4 tcp dport {host_port} dnat ip to {pod_ip}:8080 comment \"pod {pod_id}\""
             ),
             format!(
-                "ip daddr {gateway} udp dport {host_port} dnat ip to {pod_ip}:5353 comment \"pod pod-h\""
+                "ip daddr {gateway} udp dport {host_port} dnat ip to {pod_ip}:5353 comment \"pod {pod_id}\""
             ),
         ],
         "{table}"
@@ -458,7 +472,7 @@ async fn host_port_reaches_the_pod_from_the_node_and_goes_with_detach() {
     assert_eq!(reply, "hello from the pod");
     server.join().unwrap();
 
-    t.net.detach("pod-h").await.unwrap();
+    t.net.detach(&id("pod-h")).await.unwrap();
     let table = list_table(&t.config.nft_table).unwrap();
     assert!(hostport_rules(&table).is_empty(), "{table}");
     t.net.remove().await.unwrap();
@@ -505,9 +519,9 @@ async fn dual_stack_pods_get_v6_addresses_and_reach_each_other() {
     assert_eq!(ipv6_disabled.trim(), "0", "IPv6 is disabled on this host");
     let mut t = TestNet::new(true, false);
     t.net.ensure_ready().await.unwrap();
-    let (netns_a, netns_b) = (t.pod_netns("pod-a6"), t.pod_netns("pod-b6"));
-    let a = t.net.attach("pod-a6", &netns_a, "eth0").await.unwrap();
-    let b = t.net.attach("pod-b6", &netns_b, "eth0").await.unwrap();
+    let (netns_a, netns_b) = (t.pod_netns(&id("pod-a6")), t.pod_netns(&id("pod-b6")));
+    let a = t.net.attach(&id("pod-a6"), &netns_a, "eth0").await.unwrap();
+    let b = t.net.attach(&id("pod-b6"), &netns_b, "eth0").await.unwrap();
     let subnet_v6: Subnet = t.config.subnet_v6.as_ref().unwrap().parse().unwrap();
     assert_eq!(a.ips.len(), 2);
     assert!(
@@ -527,9 +541,9 @@ async fn dual_stack_pods_get_v6_addresses_and_reach_each_other() {
     ping(&netns_a, b.ips[1]);
     ping(&netns_a, gateway_v6);
     ping(&netns_b, a.ips[0]);
-    t.net.detach("pod-a6").await.unwrap();
-    t.net.detach("pod-b6").await.unwrap();
-    assert!(t.net.addresses_of("pod-a6").unwrap().is_empty());
+    t.net.detach(&id("pod-a6")).await.unwrap();
+    t.net.detach(&id("pod-b6")).await.unwrap();
+    assert!(t.net.addresses_of(&id("pod-a6")).unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -555,8 +569,8 @@ async fn health_reports_a_missing_or_down_bridge() {
 async fn a_veth_of_another_pod_is_never_deleted() {
     let mut t = TestNet::new(false, false);
     t.net.ensure_ready().await.unwrap();
-    let netns = t.pod_netns("pod-o");
-    let pod = t.net.attach("pod-o", &netns, "eth0").await.unwrap();
+    let netns = t.pod_netns(&id("pod-o"));
+    let pod = t.net.attach(&id("pod-o"), &netns, "eth0").await.unwrap();
     // Pretend a colliding pod id maps to the same veth name: detach of a pod
     // whose id is not the veth's alias must leave it alone.
     let status = Command::new("ip")
@@ -564,8 +578,12 @@ async fn a_veth_of_another_pod_is_never_deleted() {
         .status()
         .unwrap();
     assert!(status.success());
-    t.net.detach("pod-o").await.unwrap();
+    t.net.detach(&id("pod-o")).await.unwrap();
     assert!(link_exists(&pod.host_veth));
-    let err = t.net.attach("pod-o", &netns, "eth1").await.unwrap_err();
+    let err = t
+        .net
+        .attach(&id("pod-o"), &netns, "eth1")
+        .await
+        .unwrap_err();
     assert!(matches!(err, NetError::VethNameTaken { .. }), "{err}");
 }
