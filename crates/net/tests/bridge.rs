@@ -381,7 +381,8 @@ fn serve_once_in_netns(
     let (ready, is_ready) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         setns(file, CloneFlags::CLONE_NEWNET).unwrap();
-        let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
+        // [::] takes IPv4 too (bindv6only is off by default).
+        let listener = TcpListener::bind(("::", port)).unwrap();
         ready.send(()).unwrap();
         let (mut stream, _) = listener.accept().unwrap();
         stream.write_all(reply.as_bytes()).unwrap();
@@ -465,6 +466,11 @@ async fn host_port_reaches_the_pod_from_the_node_and_goes_with_detach() {
         "{table}"
     );
 
+    // A repeated ensure_ready (daemon restart) keeps running pods' host ports.
+    t.net.ensure_ready().await.unwrap();
+    let again = list_table(&t.config.nft_table).unwrap();
+    assert_eq!(hostport_rules(&again), hostport_rules(&table));
+
     // From the node to its own (bridge) address: the output chain's DNAT.
     // 127.0.0.1 is left out on purpose (see nft.rs: route_localnet).
     let server = serve_once_in_netns(&netns, 8080, "hello from the pod");
@@ -541,9 +547,73 @@ async fn dual_stack_pods_get_v6_addresses_and_reach_each_other() {
     ping(&netns_a, b.ips[1]);
     ping(&netns_a, gateway_v6);
     ping(&netns_b, a.ips[0]);
+
+    // hostPort over IPv6: node -> [gateway]:port -> DNAT to the pod's v6 address.
+    let host_port = 30_000 + (std::process::id() % 10_000) as u16;
+    let mapping = HostPort {
+        protocol: Proto::Tcp,
+        container_port: 8080,
+        host_port,
+        host_ip: None,
+    };
+    t.net
+        .add_port_mappings(&id("pod-a6"), a.ips[1], &[mapping])
+        .await
+        .unwrap();
+    let server = serve_once_in_netns(&netns_a, 8080, "hello over v6");
+    assert_eq!(
+        read_from(SocketAddr::new(gateway_v6, host_port)),
+        "hello over v6"
+    );
+    server.join().unwrap();
+
     t.net.detach(&id("pod-a6")).await.unwrap();
     t.net.detach(&id("pod-b6")).await.unwrap();
     assert!(t.net.addresses_of(&id("pod-a6")).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_attaches_get_distinct_addresses_and_all_work() {
+    let mut t = TestNet::new(false, false);
+    t.net.ensure_ready().await.unwrap();
+    let pods: Vec<_> = (0..6)
+        .map(|i| {
+            let id = id(&format!("par-{i}"));
+            let netns = t.pod_netns(&id);
+            (id, netns)
+        })
+        .collect();
+    let net = std::sync::Arc::new(t.restarted());
+    let started = Instant::now();
+    let tasks: Vec<_> = pods
+        .iter()
+        .map(|(id, netns)| {
+            let (net, id, netns) = (net.clone(), id.clone(), netns.clone());
+            tokio::spawn(async move { net.attach(&id, &netns, "eth0").await })
+        })
+        .collect();
+    let mut ips = Vec::new();
+    for task in tasks {
+        ips.push(task.await.unwrap().unwrap().ips[0]);
+    }
+    println!("timing: 6 concurrent attaches in {:?}", started.elapsed());
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ips.len(), "{ips:?}");
+    ping(&pods[0].1, ips[5]);
+    ping(&pods[5].1, ips[0]);
+    let tasks: Vec<_> = pods
+        .iter()
+        .map(|(id, _)| {
+            let (net, id) = (net.clone(), id.clone());
+            tokio::spawn(async move { net.detach(&id).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert!(net.known_pods().await.unwrap().is_empty());
 }
 
 #[tokio::test]
