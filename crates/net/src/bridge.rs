@@ -62,6 +62,8 @@ pub struct BridgeNetwork {
     config: BridgeConfig,
     subnet_v4: Subnet,
     subnet_v6: Option<Subnet>,
+    gateway_v4: Ipv4Addr,
+    gateway_v6: Option<Ipv6Addr>,
     ipam: Ipam,
     nft: NftTable,
 }
@@ -79,17 +81,21 @@ impl BridgeNetwork {
     pub fn new(config: BridgeConfig, ipam_dir: &Path) -> Result<Self, NetError> {
         validate_ifname("bridge", &config.bridge)?;
         let subnet_v4: Subnet = config.subnet_v4.parse()?;
-        if !subnet_v4.is_ipv4() {
+        let IpAddr::V4(gateway_v4) = subnet_v4.gateway() else {
             return Err(invalid_config("subnet_v4", "not an IPv4 subnet"));
-        }
+        };
         let subnet_v6 = config
             .subnet_v6
             .as_deref()
             .map(str::parse::<Subnet>)
             .transpose()?;
-        if subnet_v6.is_some_and(|subnet| subnet.is_ipv4()) {
-            return Err(invalid_config("subnet_v6", "not an IPv6 subnet"));
-        }
+        let gateway_v6 = match subnet_v6.map(|subnet| subnet.gateway()) {
+            None => None,
+            Some(IpAddr::V6(gateway)) => Some(gateway),
+            Some(IpAddr::V4(_)) => {
+                return Err(invalid_config("subnet_v6", "not an IPv6 subnet"));
+            }
+        };
         // 68 is IPv4's minimum; IPv6 needs 1280.
         let min_mtu = if subnet_v6.is_some() { 1280 } else { 68 };
         if !(min_mtu..=65535).contains(&config.mtu) {
@@ -105,6 +111,8 @@ impl BridgeNetwork {
             config,
             subnet_v4,
             subnet_v6,
+            gateway_v4,
+            gateway_v6,
             ipam,
             nft,
         })
@@ -118,21 +126,6 @@ impl BridgeNetwork {
         std::iter::once(self.subnet_v4)
             .chain(self.subnet_v6)
             .collect()
-    }
-
-    fn gateway_v4(&self) -> Ipv4Addr {
-        match self.subnet_v4.gateway() {
-            IpAddr::V4(gateway) => gateway,
-            // `new` checked the family.
-            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-        }
-    }
-
-    fn gateway_v6(&self) -> Option<Ipv6Addr> {
-        match self.subnet_v6?.gateway() {
-            IpAddr::V6(gateway) => Some(gateway),
-            IpAddr::V4(_) => None,
-        }
     }
 
     /// Creates the bridge if missing (the first host of each subnet as its
@@ -207,6 +200,12 @@ impl BridgeNetwork {
                 )));
             }
         }
+        if self.config.enable_ip_forward && !ip_forwarding_on() {
+            return Ok(Some(
+                "ip forwarding is off (net.ipv4.ip_forward): pods cannot reach beyond the node"
+                    .to_owned(),
+            ));
+        }
         if self.nft.list_table().await?.is_none() {
             return Ok(Some(format!(
                 "nftables table inet {} is missing",
@@ -237,8 +236,8 @@ impl BridgeNetwork {
         {
             Ok(ips) => Ok(PodNetwork {
                 ips,
-                gateway_v4: self.gateway_v4(),
-                gateway_v6: self.gateway_v6(),
+                gateway_v4: self.gateway_v4,
+                gateway_v6: self.gateway_v6,
                 host_veth,
             }),
             Err(err) => {
@@ -289,17 +288,13 @@ impl BridgeNetwork {
         let lo = pod.require_link("lo").await?;
         pod.set_up(&lo).await?;
         let eth = pod.require_link(ifname).await?;
-        for &ip in ips {
-            let subnet = if ip.is_ipv4() {
-                self.subnet_v4
-            } else {
-                self.subnet_v6.unwrap_or(self.subnet_v4)
-            };
+        // The IPAM hands out one address per subnet, in `subnets()` order.
+        for (&ip, subnet) in ips.iter().zip(self.subnets()) {
             pod.add_address(&eth, ip, subnet.prefix()).await?;
         }
         pod.set_up(&eth).await?;
-        pod.add_default_route_v4(&eth, self.gateway_v4()).await?;
-        if let Some(gateway) = self.gateway_v6() {
+        pod.add_default_route_v4(&eth, self.gateway_v4).await?;
+        if let Some(gateway) = self.gateway_v6 {
             pod.add_default_route_v6(&eth, gateway).await?;
         }
         Ok(())
@@ -394,8 +389,7 @@ impl BridgeNetwork {
     }
 
     /// Removes the bridge and Coracle's nftables table (uninstall, tests). Pods
-    /// still attached lose their network; their veths go with the bridge's ports
-    /// only when detached.
+    /// still attached lose their network but keep their veths until detached.
     pub async fn remove(&self) -> Result<(), NetError> {
         let netlink = Netlink::connect()?;
         if let Some(bridge) = netlink.link_by_name(&self.config.bridge).await? {
@@ -500,6 +494,10 @@ fn with_netns_context(err: NetError, netns_path: &Path, ifname: &str) -> NetErro
         },
         other => other,
     }
+}
+
+fn ip_forwarding_on() -> bool {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|value| value.trim() == "1")
 }
 
 fn enable_ip_forwarding(ipv6: bool) -> Result<(), NetError> {

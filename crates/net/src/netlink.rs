@@ -127,7 +127,7 @@ impl Netlink {
         let mut links = self.handle.link().get().match_name(name).execute();
         match links.try_next().await {
             Ok(message) => Ok(message.as_ref().map(Link::from_message)),
-            Err(err) if errno_of(&err) == Some(libc_enodev()) => Ok(None),
+            Err(err) if errno_of(&err) == Some(ENODEV) => Ok(None),
             Err(source) => Err(NetError::Netlink {
                 op: "look up interface",
                 target: name.to_owned(),
@@ -267,7 +267,7 @@ impl Netlink {
     pub async fn delete_link(&self, link: &Link) -> Result<(), NetError> {
         match self.handle.link().del(link.index).execute().await {
             Ok(()) => Ok(()),
-            Err(err) if errno_of(&err) == Some(libc_enodev()) => Ok(()),
+            Err(err) if errno_of(&err) == Some(ENODEV) => Ok(()),
             Err(source) => Err(NetError::Netlink {
                 op: "delete interface",
                 target: link.name.clone(),
@@ -317,9 +317,8 @@ impl Netlink {
     }
 }
 
-fn libc_enodev() -> i32 {
-    nix::errno::Errno::ENODEV as i32
-}
+/// What the kernel answers for a link name or index it does not know.
+const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
 
 /// Opens the namespace file up front so a bad path is reported as such, and so
 /// the same fd can both move the veth peer and be entered.
