@@ -18,7 +18,8 @@ use netlink_packet_route::link::{
 };
 use nix::sched::{CloneFlags, setns};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 
 use crate::error::NetError;
@@ -240,7 +241,10 @@ impl Netlink {
             .map_err(netlink_error("create veth", host_name))
     }
 
-    /// Labels the host veth with its pod, plugs it into the bridge and brings it up.
+    /// Labels the host veth with its pod, plugs it into the bridge, brings it
+    /// up, and turns on hairpin mode: a pod reaching a Service or hostPort that
+    /// DNATs back to itself needs the bridge to send the frame out the port it
+    /// came in by (kubelet's hairpin-veth, the CNI bridge plugin's hairpinMode).
     pub async fn attach_to_bridge(
         &self,
         veth: &Link,
@@ -260,7 +264,14 @@ impl Netlink {
             .map_err(netlink_error(
                 "attach to bridge",
                 format!("{} to {}", veth.name, bridge.name),
-            ))
+            ))?;
+        let hairpin = LinkBridgePort::new(veth.index).hairpin(true).build();
+        self.handle
+            .link()
+            .set_port(hairpin)
+            .execute()
+            .await
+            .map_err(netlink_error("set hairpin mode", &veth.name))
     }
 
     /// Deletes a link; one already gone is fine.

@@ -221,6 +221,12 @@ async fn two_pods_get_distinct_addresses_and_reach_each_other_and_the_gateway() 
         assert!(link_exists(&pod.host_veth), "{} missing", pod.host_veth);
         let master = fs::read_link(format!("/sys/class/net/{}/master", pod.host_veth)).unwrap();
         assert!(master.ends_with(&t.config.bridge), "{}", master.display());
+        let hairpin = fs::read_to_string(format!(
+            "/sys/class/net/{}/brport/hairpin_mode",
+            pod.host_veth
+        ))
+        .unwrap();
+        assert_eq!(hairpin.trim(), "1");
         let addrs = addresses_in(netns, "eth0");
         assert!(addrs.contains(&format!("{}/24", pod.ips[0])), "{addrs}");
         assert!(addresses_in(netns, "lo").contains("127.0.0.1"));
