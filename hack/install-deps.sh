@@ -6,7 +6,9 @@ set -euo pipefail
 # protobuf-compiler: protoc for the CRI protos (k8s-cri's build script).
 # libseccomp-dev, pkg-config: the seccomp filter compiler of crates/oci.
 # busybox-static, docker-registry, python3, zstd: test images and their registry.
-DEBIAN_PACKAGES=(protobuf-compiler libseccomp-dev pkg-config busybox-static docker-registry python3 zstd ca-certificates)
+# nftables: the nft binary for the bridge network's masquerade and hostPort rules;
+# iproute2, util-linux (nsenter): cleanup and probes in crates/net's root tests.
+DEBIAN_PACKAGES=(protobuf-compiler libseccomp-dev pkg-config busybox-static docker-registry python3 zstd ca-certificates nftables iproute2 util-linux)
 MIN_RUST=1.85
 
 die() { echo "install-deps: $*" >&2; exit 1; }

@@ -1,8 +1,20 @@
-//! Pod networking. For now: holding a pod's namespaces without a pause container.
+//! Pod networking: holding a pod's namespaces without a pause container, and the
+//! built-in bridge network (rtnetlink for links, addresses and routes; Coracle's
+//! own nftables table for masquerade and hostPorts).
 
+pub mod bridge;
+pub mod error;
+pub mod ipam;
+mod netlink;
+pub mod nft;
 pub mod pin;
+pub mod subnet;
 
+pub use bridge::{BridgeConfig, BridgeNetwork, PodNetwork, veth_name};
+pub use error::NetError;
+pub use nft::{HostPort, Proto};
 pub use pin::{
     NamespaceKind, PinError, PinSetup, PinnedNamespaces, pin_namespaces, unpin_namespaces,
     validate_sysctl,
 };
+pub use subnet::Subnet;

@@ -1,0 +1,581 @@
+//! The built-in pod network: one Linux bridge holding the gateway address of
+//! each pod subnet, one veth pair per pod, addresses from [`crate::ipam`], and
+//! masquerade and hostPort rules in Coracle's own nftables table.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use netlink_packet_route::link::InfoKind;
+
+use crate::error::NetError;
+use crate::ipam::Ipam;
+use crate::netlink::{Link, Netlink, open_netns};
+use crate::nft::{HostPort, NftTable};
+use crate::subnet::Subnet;
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+const MAX_IFNAME: usize = 15;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeConfig {
+    pub bridge: String,
+    pub subnet_v4: String,
+    /// Dual stack when set.
+    pub subnet_v6: Option<String>,
+    pub mtu: u32,
+    /// Masquerade traffic from the pod subnets to anywhere else.
+    pub masquerade: bool,
+    /// Turn on the node's IPv4 (and, with a v6 subnet, IPv6) forwarding. Pods
+    /// reach each other over the bridge without it, but not the outside.
+    pub enable_ip_forward: bool,
+    /// Coracle's nftables table, `table inet <nft_table>`.
+    pub nft_table: String,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            bridge: "coracle0".into(),
+            subnet_v4: "10.88.0.0/16".into(),
+            subnet_v6: None,
+            mtu: 1500,
+            masquerade: true,
+            enable_ip_forward: true,
+            nft_table: "coracle".into(),
+        }
+    }
+}
+
+/// What a pod got from [`BridgeNetwork::attach`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodNetwork {
+    /// IPv4 first, then IPv6 when dual stack.
+    pub ips: Vec<IpAddr>,
+    pub gateway_v4: Ipv4Addr,
+    pub gateway_v6: Option<Ipv6Addr>,
+    pub host_veth: String,
+}
+
+#[derive(Debug)]
+pub struct BridgeNetwork {
+    config: BridgeConfig,
+    subnet_v4: Subnet,
+    subnet_v6: Option<Subnet>,
+    gateway_v4: Ipv4Addr,
+    gateway_v6: Option<Ipv6Addr>,
+    ipam: Ipam,
+    nft: NftTable,
+}
+
+/// What a failed attach made and must undo.
+#[derive(Default)]
+struct Made {
+    veth: Option<String>,
+    ips: bool,
+}
+
+impl BridgeNetwork {
+    /// Loads IPAM state from `ipam_dir` (persisted: an address is never handed
+    /// out twice, even across restarts) and checks the config.
+    pub fn new(config: BridgeConfig, ipam_dir: &Path) -> Result<Self, NetError> {
+        validate_ifname("bridge", &config.bridge)?;
+        let subnet_v4: Subnet = config.subnet_v4.parse()?;
+        let IpAddr::V4(gateway_v4) = subnet_v4.gateway() else {
+            return Err(invalid_config("subnet_v4", "not an IPv4 subnet"));
+        };
+        let subnet_v6 = config
+            .subnet_v6
+            .as_deref()
+            .map(str::parse::<Subnet>)
+            .transpose()?;
+        let gateway_v6 = match subnet_v6.map(|subnet| subnet.gateway()) {
+            None => None,
+            Some(IpAddr::V6(gateway)) => Some(gateway),
+            Some(IpAddr::V4(_)) => {
+                return Err(invalid_config("subnet_v6", "not an IPv6 subnet"));
+            }
+        };
+        // 68 is IPv4's minimum; IPv6 needs 1280.
+        let min_mtu = if subnet_v6.is_some() { 1280 } else { 68 };
+        if !(min_mtu..=65535).contains(&config.mtu) {
+            return Err(invalid_config(
+                "mtu",
+                &format!("{} is out of range", config.mtu),
+            ));
+        }
+        let nft = NftTable::new(&config.nft_table)?;
+        let subnets: Vec<Subnet> = std::iter::once(subnet_v4).chain(subnet_v6).collect();
+        let ipam = Ipam::open(ipam_dir, &subnets)?;
+        Ok(Self {
+            config,
+            subnet_v4,
+            subnet_v6,
+            gateway_v4,
+            gateway_v6,
+            ipam,
+            nft,
+        })
+    }
+
+    pub fn config(&self) -> &BridgeConfig {
+        &self.config
+    }
+
+    fn subnets(&self) -> Vec<Subnet> {
+        std::iter::once(self.subnet_v4)
+            .chain(self.subnet_v6)
+            .collect()
+    }
+
+    /// Creates the bridge if missing (the first host of each subnet as its
+    /// address, up), sets up Coracle's nftables table (with masquerade when
+    /// configured) and turns on forwarding when configured. Idempotent.
+    pub async fn ensure_ready(&self) -> Result<(), NetError> {
+        let netlink = Netlink::connect()?;
+        let bridge = self.ensure_bridge(&netlink).await?;
+        for subnet in self.subnets() {
+            netlink
+                .add_address(&bridge, subnet.gateway(), subnet.prefix())
+                .await?;
+        }
+        netlink.set_up(&bridge).await?;
+        let masquerade = if self.config.masquerade {
+            self.subnets()
+        } else {
+            Vec::new()
+        };
+        self.nft.ensure(&masquerade).await?;
+        if self.config.enable_ip_forward {
+            enable_ip_forwarding(self.subnet_v6.is_some())?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_bridge(&self, netlink: &Netlink) -> Result<Link, NetError> {
+        let name = &self.config.bridge;
+        if let Some(link) = netlink.link_by_name(name).await? {
+            if link.kind != Some(InfoKind::Bridge) {
+                return Err(NetError::LinkNotOfKind {
+                    name: name.clone(),
+                    expected: "bridge",
+                });
+            }
+            return Ok(link);
+        }
+        match netlink.create_bridge(name, self.config.mtu).await {
+            Ok(()) => {}
+            // Created meanwhile by a concurrent ensure_ready.
+            Err(NetError::Netlink { source, .. })
+                if crate::netlink::errno_of(&source) == Some(nix::errno::Errno::EEXIST as i32) => {}
+            Err(err) => return Err(err),
+        }
+        netlink.require_link(name).await
+    }
+
+    /// Why the network is not usable (for the NetworkReady condition), or
+    /// `None` when it is.
+    pub async fn health(&self) -> Option<String> {
+        match self.check_health().await {
+            Ok(problem) => problem,
+            Err(err) => Some(err.to_string()),
+        }
+    }
+
+    async fn check_health(&self) -> Result<Option<String>, NetError> {
+        let netlink = Netlink::connect()?;
+        let name = &self.config.bridge;
+        let Some(bridge) = netlink.link_by_name(name).await? else {
+            return Ok(Some(format!("bridge {name} is missing")));
+        };
+        if !bridge.up {
+            return Ok(Some(format!("bridge {name} is down")));
+        }
+        let addresses = netlink.addresses_of(&bridge).await?;
+        for subnet in self.subnets() {
+            if !addresses.contains(&subnet.gateway()) {
+                return Ok(Some(format!(
+                    "bridge {name} lacks its gateway address {}",
+                    subnet.gateway()
+                )));
+            }
+        }
+        if self.config.enable_ip_forward && !ip_forwarding_on() {
+            return Ok(Some(
+                "ip forwarding is off (net.ipv4.ip_forward): pods cannot reach beyond the node"
+                    .to_owned(),
+            ));
+        }
+        if self.nft.list_table().await?.is_none() {
+            return Ok(Some(format!(
+                "nftables table inet {} is missing",
+                self.nft.name()
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Wires a pod into the bridge: a veth pair (host side named from the pod
+    /// id, the peer created inside the namespace at `netns_path` as `ifname`),
+    /// addresses, lo and `ifname` up, default routes via the gateways. On error
+    /// everything it made is undone (veth deleted, addresses released).
+    pub async fn attach(
+        &self,
+        pod_id: &str,
+        netns_path: &Path,
+        ifname: &str,
+    ) -> Result<PodNetwork, NetError> {
+        validate_pod_id(pod_id)?;
+        validate_ifname("ifname", ifname)?;
+        let host_veth = veth_name(pod_id);
+        let netlink = Netlink::connect()?;
+        let mut made = Made::default();
+        match self
+            .wire_pod(&netlink, &mut made, pod_id, &host_veth, netns_path, ifname)
+            .await
+        {
+            Ok(ips) => Ok(PodNetwork {
+                ips,
+                gateway_v4: self.gateway_v4,
+                gateway_v6: self.gateway_v6,
+                host_veth,
+            }),
+            Err(err) => {
+                self.roll_back(&netlink, made, pod_id).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn wire_pod(
+        &self,
+        netlink: &Netlink,
+        made: &mut Made,
+        pod_id: &str,
+        host_veth: &str,
+        netns_path: &Path,
+        ifname: &str,
+    ) -> Result<Vec<IpAddr>, NetError> {
+        let netns = open_netns(netns_path)?;
+        let bridge = netlink.require_link(&self.config.bridge).await?;
+        remove_stale_veth(netlink, host_veth, pod_id).await?;
+        // A retried attach (after a crash or a timeout) starts from a clean slate.
+        self.ipam.release(pod_id)?;
+        made.ips = true;
+        let ips = self.ipam.allocate(pod_id)?;
+        netlink
+            .create_veth_into_netns(host_veth, ifname, &netns, self.config.mtu)
+            .await
+            .map_err(|err| with_netns_context(err, netns_path, ifname))?;
+        made.veth = Some(host_veth.to_owned());
+        let veth = netlink.require_link(host_veth).await?;
+        // First thing after creation: the alias marks the veth as this pod's
+        // (the kernel ignores IFLA_IFALIAS in RTM_NEWLINK, so it takes this call).
+        netlink.attach_to_bridge(&veth, &bridge, pod_id).await?;
+        self.configure_inside_pod(&netns, netns_path, ifname, &ips)
+            .await?;
+        Ok(ips)
+    }
+
+    async fn configure_inside_pod(
+        &self,
+        netns: &fs::File,
+        netns_path: &Path,
+        ifname: &str,
+        ips: &[IpAddr],
+    ) -> Result<(), NetError> {
+        let pod = Netlink::connect_in_netns(netns, netns_path).await?;
+        let lo = pod.require_link("lo").await?;
+        pod.set_up(&lo).await?;
+        let eth = pod.require_link(ifname).await?;
+        // The IPAM hands out one address per subnet, in `subnets()` order.
+        for (&ip, subnet) in ips.iter().zip(self.subnets()) {
+            pod.add_address(&eth, ip, subnet.prefix()).await?;
+        }
+        pod.set_up(&eth).await?;
+        pod.add_default_route_v4(&eth, self.gateway_v4).await?;
+        if let Some(gateway) = self.gateway_v6 {
+            pod.add_default_route_v6(&eth, gateway).await?;
+        }
+        Ok(())
+    }
+
+    /// Best effort: the attach error is what the caller needs to see.
+    async fn roll_back(&self, netlink: &Netlink, made: Made, pod_id: &str) {
+        if let Some(name) = made.veth {
+            let deleted = match netlink.link_by_name(&name).await {
+                Ok(Some(link)) => netlink.delete_link(&link).await,
+                Ok(None) => Ok(()),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = deleted {
+                tracing::warn!(pod_id, veth = name, %err, "roll back a failed attach");
+            }
+        }
+        if made.ips {
+            if let Err(err) = self.ipam.release(pod_id) {
+                tracing::warn!(pod_id, %err, "roll back a failed attach");
+            }
+        }
+    }
+
+    /// Unwires a pod: deletes its host veth (the peer goes with it), releases
+    /// its addresses and removes its hostPort rules. Idempotent, and fine when
+    /// the pod's namespace is already gone.
+    pub async fn detach(&self, pod_id: &str) -> Result<(), NetError> {
+        validate_pod_id(pod_id)?;
+        let netlink = Netlink::connect()?;
+        let host_veth = veth_name(pod_id);
+        if let Some(link) = netlink.link_by_name(&host_veth).await? {
+            if owned_by(&link, pod_id) {
+                netlink.delete_link(&link).await?;
+            } else {
+                tracing::warn!(pod_id, veth = host_veth, owner = ?link.alias, "veth of another pod left alone");
+            }
+        }
+        self.nft.remove_pod_rules(pod_id).await?;
+        self.ipam.release(pod_id)?;
+        Ok(())
+    }
+
+    /// Publishes pod ports on the node as DNAT rules in Coracle's table; `detach`
+    /// removes them.
+    pub async fn add_port_mappings(
+        &self,
+        pod_id: &str,
+        pod_ip: IpAddr,
+        mappings: &[HostPort],
+    ) -> Result<(), NetError> {
+        validate_pod_id(pod_id)?;
+        self.nft.add_port_mappings(pod_id, pod_ip, mappings).await
+    }
+
+    /// Addresses the pod holds, from the persisted IPAM state (for recovery).
+    pub fn addresses_of(&self, pod_id: &str) -> Result<Vec<IpAddr>, NetError> {
+        self.ipam.addresses_of(pod_id)
+    }
+
+    /// Pods that hold an address here or a veth on this bridge, for recovery after a
+    /// restart: the daemon detaches those it has no record of, so a crash at
+    /// any point leaks neither addresses nor veths.
+    pub async fn known_pods(&self) -> Result<Vec<String>, NetError> {
+        let mut pods: Vec<String> = self
+            .ipam
+            .pools()
+            .iter()
+            .map(|pool| pool.leases())
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .map(|(_, pod_id)| pod_id)
+            .filter(|pod_id| validate_pod_id(pod_id).is_ok())
+            .collect();
+        let netlink = Netlink::connect()?;
+        if let Some(bridge) = netlink.link_by_name(&self.config.bridge).await? {
+            for link in netlink.all_links().await? {
+                let ours =
+                    link.controller == Some(bridge.index) && link.kind == Some(InfoKind::Veth);
+                if let Some(alias) = link
+                    .alias
+                    .filter(|alias| ours && veth_name(alias) == link.name)
+                {
+                    pods.push(alias);
+                }
+            }
+        }
+        pods.sort();
+        pods.dedup();
+        Ok(pods)
+    }
+
+    /// Removes the bridge and Coracle's nftables table (uninstall, tests). Pods
+    /// still attached lose their network but keep their veths until detached.
+    pub async fn remove(&self) -> Result<(), NetError> {
+        let netlink = Netlink::connect()?;
+        if let Some(bridge) = netlink.link_by_name(&self.config.bridge).await? {
+            netlink.delete_link(&bridge).await?;
+        }
+        self.nft.delete().await
+    }
+}
+
+/// The host-side veth name: "cor" + 11 hex digits of a stable hash of the pod
+/// id. Stable across daemon versions (a restarted daemon must find the veths of
+/// running pods), so a fixed FNV-1a rather than std's unspecified hasher.
+pub fn veth_name(pod_id: &str) -> String {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = pod_id.bytes().fold(FNV_OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+    });
+    format!("cor{:011x}", hash >> 20)
+}
+
+/// The pod id travels into an interface alias and an nft comment: keep it to
+/// characters that mean nothing to either.
+fn validate_pod_id(pod_id: &str) -> Result<(), NetError> {
+    let reason = if pod_id.is_empty() {
+        Some("empty")
+    } else if pod_id.len() > 128 {
+        Some("longer than 128 bytes")
+    } else if !pod_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        Some("only letters, digits, '-', '_' and '.' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(NetError::InvalidPodId {
+            pod_id: pod_id.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn validate_ifname(field: &'static str, name: &str) -> Result<(), NetError> {
+    if name.is_empty()
+        || name.len() > MAX_IFNAME
+        || name == "."
+        || name == ".."
+        || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid_config(
+            field,
+            &format!("{name:?} is not an interface name"),
+        ));
+    }
+    Ok(())
+}
+
+fn invalid_config(field: &'static str, reason: &str) -> NetError {
+    NetError::InvalidConfig {
+        field,
+        reason: reason.to_owned(),
+    }
+}
+
+/// The attach that made a veth labels it with the pod id (its alias), so a
+/// hash collision can never make one pod delete another's veth. No alias means
+/// an attach crashed between creating and labelling it; the name is this pod's.
+fn owned_by(link: &Link, pod_id: &str) -> bool {
+    link.kind == Some(InfoKind::Veth) && link.alias.as_deref().is_none_or(|alias| alias == pod_id)
+}
+
+/// A veth of this pod's name left by an attach that crashed midway is removed;
+/// one of another pod is an error.
+async fn remove_stale_veth(netlink: &Netlink, name: &str, pod_id: &str) -> Result<(), NetError> {
+    let Some(link) = netlink.link_by_name(name).await? else {
+        return Ok(());
+    };
+    if owned_by(&link, pod_id) {
+        tracing::info!(
+            pod_id,
+            veth = name,
+            "removing a veth left by an earlier attach"
+        );
+        return netlink.delete_link(&link).await;
+    }
+    Err(NetError::VethNameTaken {
+        name: name.to_owned(),
+        pod_id: pod_id.to_owned(),
+        owner: link.alias,
+    })
+}
+
+fn with_netns_context(err: NetError, netns_path: &Path, ifname: &str) -> NetError {
+    match err {
+        NetError::Netlink { op, target, source } => NetError::Netlink {
+            op,
+            target: format!("{target} (peer {ifname} in {})", netns_path.display()),
+            source,
+        },
+        other => other,
+    }
+}
+
+fn ip_forwarding_on() -> bool {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|value| value.trim() == "1")
+}
+
+fn enable_ip_forwarding(ipv6: bool) -> Result<(), NetError> {
+    let mut paths = vec!["/proc/sys/net/ipv4/ip_forward"];
+    if ipv6 {
+        paths.push("/proc/sys/net/ipv6/conf/all/forwarding");
+    }
+    for path in paths {
+        fs::write(path, "1").map_err(|source| NetError::Sysctl {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_name_is_stable_short_and_distinct() {
+        let name = veth_name("0123456789abcdef");
+        assert_eq!(name.len(), 14);
+        assert!(name.starts_with("cor"));
+        assert_eq!(name, veth_name("0123456789abcdef"));
+        assert_ne!(name, veth_name("0123456789abcdee"));
+        // Pinned: changing the hash would orphan the veths of running pods.
+        assert_eq!(veth_name("pod"), veth_name("pod"));
+        assert_eq!(veth_name(""), "corcbf29ce4842");
+    }
+
+    #[test]
+    fn pod_ids_that_could_inject_are_refused() {
+        assert!(validate_pod_id("a1b2-c3_d4.e5").is_ok());
+        for bad in ["", "a\"b", "a b", "a\nb", &"x".repeat(129)] {
+            assert!(validate_pod_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let temp = tempfile::tempdir().unwrap();
+        let check = |config: BridgeConfig| BridgeNetwork::new(config, temp.path());
+        assert!(check(BridgeConfig::default()).is_ok());
+        let cases = [
+            BridgeConfig {
+                bridge: "a-name-far-too-long".into(),
+                ..Default::default()
+            },
+            BridgeConfig {
+                subnet_v4: "fd00::/64".into(),
+                ..Default::default()
+            },
+            BridgeConfig {
+                subnet_v6: Some("10.0.0.0/8".into()),
+                ..Default::default()
+            },
+            BridgeConfig {
+                subnet_v4: "10.88.0.1/16".into(),
+                ..Default::default()
+            },
+            BridgeConfig {
+                mtu: 0,
+                ..Default::default()
+            },
+            BridgeConfig {
+                mtu: 1000,
+                subnet_v6: Some("fd00::/64".into()),
+                ..Default::default()
+            },
+            BridgeConfig {
+                nft_table: "x y".into(),
+                ..Default::default()
+            },
+        ];
+        for config in cases {
+            assert!(check(config.clone()).is_err(), "{config:?}");
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! A CIDR subnet (IPv4 or IPv6) and the host addresses in it, in u128 arithmetic
+//! so both families share one code path.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Subnet {
+    network: IpAddr,
+    prefix: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("subnet {text:?}: {reason}")]
+pub struct SubnetError {
+    pub text: String,
+    pub reason: &'static str,
+}
+
+impl Subnet {
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        self.network.is_ipv4()
+    }
+
+    /// The first host address: the bridge's address and the pods' gateway.
+    pub fn gateway(&self) -> IpAddr {
+        self.address_at(self.network_bits() + 1)
+    }
+
+    /// Addresses a pod may get, as the inclusive range of their integer values:
+    /// not the network address, not the gateway, not the last address (the IPv4
+    /// broadcast; left out for IPv6 too, so both families behave alike).
+    pub fn pod_range(&self) -> (u128, u128) {
+        let network = self.network_bits();
+        (network + 2, network + self.size() - 2)
+    }
+
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        addr.is_ipv4() == self.is_ipv4() && bits(addr) & self.mask() == self.network_bits()
+    }
+
+    /// The address whose integer value is `value` (which must be of this family).
+    pub fn address_at(&self, value: u128) -> IpAddr {
+        match self.network {
+            // Truncation is intended: IPv4 values come from an IPv4 subnet.
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(value as u32)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(value)),
+        }
+    }
+
+    pub fn value_of(addr: IpAddr) -> u128 {
+        bits(addr)
+    }
+
+    fn network_bits(&self) -> u128 {
+        bits(self.network)
+    }
+
+    fn width(&self) -> u8 {
+        if self.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// Number of addresses in the subnet; at least 4 (see `FromStr`).
+    fn size(&self) -> u128 {
+        1u128 << (self.width() - self.prefix)
+    }
+
+    fn mask(&self) -> u128 {
+        let host_bits = self.width() - self.prefix;
+        let all = if self.is_ipv4() {
+            u128::from(u32::MAX)
+        } else {
+            u128::MAX
+        };
+        if host_bits == 128 {
+            0
+        } else {
+            all & !((1u128 << host_bits) - 1)
+        }
+    }
+}
+
+fn bits(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = SubnetError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = |reason| SubnetError {
+            text: text.to_owned(),
+            reason,
+        };
+        let (addr, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| error("expected <address>/<prefix length>"))?;
+        let network: IpAddr = addr.parse().map_err(|_| error("not an ip address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| error("prefix length is not a number"))?;
+        // A gateway, one pod, and the network and last addresses need 4 addresses.
+        let max_prefix = if network.is_ipv4() { 30 } else { 126 };
+        if prefix > max_prefix {
+            return Err(error("prefix too long: no room for a gateway and a pod"));
+        }
+        let subnet = Subnet { network, prefix };
+        if bits(network) & !subnet.mask() != 0 {
+            return Err(error("host bits are set: not a network address"));
+        }
+        Ok(subnet)
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_subnet_has_gateway_and_pod_range() {
+        let subnet: Subnet = "10.88.0.0/16".parse().unwrap();
+        assert_eq!(subnet.gateway(), ip("10.88.0.1"));
+        let (first, last) = subnet.pod_range();
+        assert_eq!(subnet.address_at(first), ip("10.88.0.2"));
+        assert_eq!(subnet.address_at(last), ip("10.88.255.254"));
+        assert!(subnet.contains(ip("10.88.7.9")));
+        assert!(!subnet.contains(ip("10.89.0.1")));
+        assert!(!subnet.contains(ip("fd00::1")));
+        assert_eq!(subnet.to_string(), "10.88.0.0/16");
+    }
+
+    #[test]
+    fn ipv6_subnet_has_gateway_and_pod_range() {
+        let subnet: Subnet = "fd00:88::/64".parse().unwrap();
+        assert_eq!(subnet.gateway(), ip("fd00:88::1"));
+        let (first, last) = subnet.pod_range();
+        assert_eq!(subnet.address_at(first), ip("fd00:88::2"));
+        assert_eq!(subnet.address_at(last), ip("fd00:88::ffff:ffff:ffff:fffe"));
+        assert!(subnet.contains(ip("fd00:88::abcd")));
+        assert!(!subnet.contains(ip("fd00:89::1")));
+    }
+
+    #[test]
+    fn bad_subnets_are_refused_with_the_reason() {
+        for (text, reason) in [
+            ("10.88.0.0", "expected"),
+            ("10.88.0.1/16", "host bits"),
+            ("10.88.0.0/31", "too long"),
+            ("fd00::/127", "too long"),
+            ("ten/8", "not an ip"),
+            ("10.0.0.0/x", "not a number"),
+        ] {
+            let err = text.parse::<Subnet>().unwrap_err();
+            assert!(err.to_string().contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn slash_zero_and_smallest_subnets_work() {
+        let all: Subnet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("1.2.3.4")));
+        let tiny: Subnet = "10.0.0.0/30".parse().unwrap();
+        assert_eq!(tiny.pod_range().0, tiny.pod_range().1);
+    }
+}
