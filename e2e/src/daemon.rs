@@ -15,6 +15,8 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::network::TestNetwork;
+
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// What the harness's client accepts, as kubelet's does.
@@ -55,9 +57,11 @@ pub struct DaemonOptions {
 /// A running `coracled` with its own socket, root and state dirs. Dropping it kills
 /// the process (by pid) if a test did not stop it.
 pub struct Daemon {
+    child: Option<Child>,
+    // Dropped after the child is killed: the bridge and table go with the lease.
+    network: TestNetwork,
     dir: TempDir,
     options: DaemonOptions,
-    child: Option<Child>,
 }
 
 impl Daemon {
@@ -71,9 +75,10 @@ impl Daemon {
             .tempdir()
             .context("create daemon temp dir")?;
         let mut daemon = Self {
+            child: None,
+            network: TestNetwork::acquire()?,
             dir,
             options,
-            child: None,
         };
         daemon.spawn_and_wait().await?;
         Ok(daemon)
@@ -120,16 +125,34 @@ impl Daemon {
             .arg(self.state_dir())
             .arg("--log-level")
             .arg(self.options.log_level.as_deref().unwrap_or("debug"));
-        if let Some(config) = &self.options.config_toml {
-            let path = self.dir.path().join("config.toml");
-            fs::write(&path, config).context("write daemon config file")?;
-            command.arg("--config").arg(path);
-        } else {
-            // Never pick up the host's /etc/coracle/config.toml.
-            command.arg("--config").arg("/dev/null");
-        }
+        // Always a file of our own: never the host's /etc/coracle/config.toml, and
+        // always this daemon's own test network.
+        let path = self.dir.path().join("config.toml");
+        fs::write(&path, self.config_file()?).context("write daemon config file")?;
+        command.arg("--config").arg(path);
         command.args(&self.options.args);
         Ok(command)
+    }
+
+    /// The test's config with this daemon's network filled in where it says nothing.
+    fn config_file(&self) -> anyhow::Result<String> {
+        let mut config: toml::Table = match &self.options.config_toml {
+            Some(text) => toml::from_str(text).context("parse the test's config")?,
+            None => toml::Table::new(),
+        };
+        let network = config
+            .entry("network")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(network) = network {
+            for (key, value) in self.network.config() {
+                network.entry(key).or_insert(value);
+            }
+        }
+        Ok(toml::to_string(&config)?)
+    }
+
+    pub fn network(&self) -> &TestNetwork {
+        &self.network
     }
 
     async fn spawn_and_wait(&mut self) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! real registry on 127.0.0.1 loaded with the `hack/test-images` images.
 
 pub mod daemon;
+pub mod network;
 pub mod registry;
 
 pub use daemon::{Daemon, DaemonOptions};

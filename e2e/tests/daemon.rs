@@ -66,11 +66,11 @@ async fn status_reports_both_conditions_on_both_versions() {
         .map(|c| (c.r#type.clone(), c))
         .collect();
     assert!(conditions["RuntimeReady"].status);
-    // The built-in network has not landed: the truth is "not ready", with a reason.
-    let network = &conditions["NetworkReady"];
-    assert!(!network.status);
-    assert_eq!(network.reason, "NetworkPluginNotReady");
-    assert!(!network.message.is_empty());
+    assert!(
+        conditions["NetworkReady"].status,
+        "{:?}",
+        conditions["NetworkReady"]
+    );
 
     let alpha = daemon
         .runtime_client_v1alpha2()
@@ -91,9 +91,71 @@ async fn status_reports_both_conditions_on_both_versions() {
         alpha_types,
         vec![
             ("RuntimeReady".to_string(), true),
-            ("NetworkReady".to_string(), false)
+            ("NetworkReady".to_string(), true)
         ]
     );
+    daemon.stop().await.unwrap();
+}
+
+async fn network_condition(daemon: &Daemon) -> v1::RuntimeCondition {
+    daemon
+        .runtime_client()
+        .await
+        .unwrap()
+        .status(v1::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap()
+}
+
+/// NetworkReady follows the bridge: false with a reason when it is gone, true again
+/// once a RunPodSandbox has made it anew.
+#[tokio::test]
+async fn network_ready_follows_the_bridge() {
+    coracle_e2e::require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    assert!(network_condition(&daemon).await.status);
+    let bridge = daemon.network().bridge();
+    let deleted = std::process::Command::new("ip")
+        .args(["link", "del", &bridge])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    let condition = network_condition(&daemon).await;
+    assert!(!condition.status);
+    assert_eq!(condition.reason, "NetworkPluginNotReady");
+    assert!(condition.message.contains(&bridge), "{}", condition.message);
+
+    let mut client = daemon.runtime_client().await.unwrap();
+    let id = client
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(v1::PodSandboxConfig {
+                metadata: Some(v1::PodSandboxMetadata {
+                    name: "heal".into(),
+                    uid: "uid-heal".into(),
+                    namespace: "e2e".into(),
+                    attempt: 0,
+                }),
+                hostname: "heal".into(),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    assert!(network_condition(&daemon).await.status);
+    client
+        .remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
     daemon.stop().await.unwrap();
 }
 
@@ -287,6 +349,7 @@ fn pod_record(id: &str, name: &str) -> PodRecord {
         pinned: Vec::new(),
         cgroup: None,
         cgroup_created: false,
+        network: None,
     }
 }
 

@@ -160,7 +160,7 @@ async fn pod_lifecycle_run_status_stop_remove() {
     let ns_dir = namespace_dir(&response);
     let (hostname, devices, port_start) = inside_pod(&ns_dir);
     assert_eq!(hostname, "web-host");
-    assert_eq!(devices, ["lo"]);
+    assert_eq!(devices, ["lo", "eth0"]);
     assert_eq!(port_start, "80", "sysctl not applied in the pod");
     let info: serde_json::Value = serde_json::from_str(&response.info["info"]).unwrap();
     let files = PathBuf::from(info["podFilesDir"].as_str().unwrap());
@@ -399,4 +399,257 @@ async fn pod_cgroup_is_made_at_cgroup_parent_and_removed_only_if_ours() {
     assert!(ours_gone, "the pod cgroup Coracle made was not removed");
     assert!(kubelets_kept, "a cgroup kubelet made was removed");
     daemon.stop().await.unwrap();
+}
+
+fn pod_ip(status: &v1::PodSandboxStatusResponse) -> String {
+    status
+        .status
+        .as_ref()
+        .unwrap()
+        .network
+        .as_ref()
+        .unwrap()
+        .ip
+        .clone()
+}
+
+/// Runs `work` on a fresh thread that has joined the network namespace at `netns`:
+/// sockets it makes live in the pod.
+fn in_netns<T: Send + 'static>(
+    netns: PathBuf,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        let file = fs::File::open(&netns).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        work()
+    })
+}
+
+/// A one-shot TCP server in the pod: answers the first connection with `reply`.
+fn serve_once(netns: PathBuf, port: u16, reply: &'static str) -> std::thread::JoinHandle<()> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = in_netns(netns, move || {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(reply.as_bytes()).unwrap();
+    });
+    ready_rx.recv().unwrap();
+    server
+}
+
+fn read_from(address: String) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &address.parse().unwrap(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("connect {address}: {e}"));
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+fn host_veth(status: &v1::PodSandboxStatusResponse) -> String {
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    info["network"]["host_veth"].as_str().unwrap().to_owned()
+}
+
+/// Two pods on the built-in network talk TCP; stopping one frees its address and its
+/// veth; a daemon restart keeps the other's network working.
+#[tokio::test]
+async fn pods_talk_tcp_and_stop_frees_the_network() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let server = run_pod(&daemon, pod_config("server")).await.unwrap();
+    let client = run_pod(&daemon, pod_config("client")).await.unwrap();
+    let server_status = pod_status(&daemon, &server).await.unwrap();
+    let client_status = pod_status(&daemon, &client).await.unwrap();
+    let (server_ip, client_ip) = (pod_ip(&server_status), pod_ip(&client_status));
+    assert_ne!(server_ip, client_ip);
+    let subnet_prefix = daemon
+        .network()
+        .subnet_v4()
+        .rsplit_once('.')
+        .unwrap()
+        .0
+        .to_owned();
+    assert!(
+        server_ip.starts_with(&subnet_prefix),
+        "{server_ip} not in {subnet_prefix}.0/24"
+    );
+
+    let server_ns = namespace_dir(&server_status).join("net");
+    let client_ns = namespace_dir(&client_status).join("net");
+    let listening = serve_once(server_ns.clone(), 8080, "hello from server");
+    let target = format!("{server_ip}:8080");
+    let reply = in_netns(client_ns.clone(), move || read_from(target))
+        .join()
+        .unwrap();
+    assert_eq!(reply, "hello from server");
+    listening.join().unwrap();
+
+    // A restart keeps the pods' network.
+    daemon.restart().await.unwrap();
+    assert_eq!(
+        pod_ip(&pod_status(&daemon, &server).await.unwrap()),
+        server_ip
+    );
+    let listening = serve_once(server_ns, 8081, "still here");
+    let target = format!("{server_ip}:8081");
+    let reply = in_netns(client_ns, move || read_from(target))
+        .join()
+        .unwrap();
+    assert_eq!(reply, "still here");
+    listening.join().unwrap();
+
+    let veth = host_veth(&client_status);
+    assert!(Path::new("/sys/class/net").join(&veth).exists());
+    stop_pod(&daemon, &client).await;
+    assert!(
+        !Path::new("/sys/class/net").join(&veth).exists(),
+        "veth left after stop"
+    );
+    assert_eq!(pod_ip(&pod_status(&daemon, &client).await.unwrap()), "");
+    remove_pod(&daemon, &client).await;
+    remove_pod(&daemon, &server).await;
+    daemon.stop().await.unwrap();
+}
+
+/// A hostPort on the node reaches the pod (through the bridge address: DNAT from
+/// 127.0.0.1 would need route_localnet, which exposes node-local services, CVE-2020-8558).
+#[tokio::test]
+async fn host_port_reaches_the_pod() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = pod_config("web");
+    config.port_mappings = vec![v1::PortMapping {
+        protocol: v1::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: i32::from(host_port),
+        host_ip: String::new(),
+    }];
+    let id = run_pod(&daemon, config).await.unwrap();
+    let status = pod_status(&daemon, &id).await.unwrap();
+    let listening = serve_once(namespace_dir(&status).join("net"), 80, "via hostPort");
+    let gateway = {
+        let subnet = daemon.network().subnet_v4();
+        format!("{}.1", subnet.rsplit_once('.').unwrap().0)
+    };
+    let reply = read_from(format!("{gateway}:{host_port}"));
+    assert_eq!(reply, "via hostPort");
+    listening.join().unwrap();
+    remove_pod(&daemon, &id).await;
+    let table = std::process::Command::new("nft")
+        .args(["list", "table", "inet", &daemon.network().nft_table()])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        !rules.contains(&host_port.to_string()),
+        "hostPort rule left:\n{rules}"
+    );
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn twenty_parallel_pods_get_distinct_addresses() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let runs = (0..20).map(|i| run_pod(&daemon, pod_config(&format!("par-{i}"))));
+    let mut ids = Vec::new();
+    for result in futures_all(runs).await {
+        ids.push(result.unwrap());
+    }
+    let mut ips = Vec::new();
+    for id in &ids {
+        ips.push(pod_ip(&pod_status(&daemon, id).await.unwrap()));
+    }
+    let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
+    assert_eq!(distinct.len(), 20, "{ips:?}");
+    for id in &ids {
+        remove_pod(&daemon, id).await;
+    }
+    daemon.stop().await.unwrap();
+}
+
+/// Polls every future together on this task.
+async fn futures_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// A RunPodSandbox that fails after the network is attached (a cgroup_parent with
+/// `..`, refused when the cgroup is made) leaves no namespace, veth, address or cgroup.
+#[tokio::test]
+async fn failure_half_way_leaves_nothing_behind() {
+    require_root();
+    let mut daemon = Daemon::start().await.unwrap();
+    let mut config = pod_config("half");
+    config.linux.as_mut().unwrap().cgroup_parent = "/coracle-e2e-half/../escape".into();
+    let err = run_pod(&daemon, config).await.unwrap_err();
+    assert!(err.message().contains("cgroup"), "{}", err.message());
+    assert!(listed_ids(&daemon).await.is_empty());
+    assert!(mounts_under(daemon.dir()).is_empty(), "namespaces left");
+    let bridge = daemon.network().bridge();
+    let ports: Vec<_> = fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+        .unwrap()
+        .collect();
+    assert!(ports.is_empty(), "veth left on the bridge: {ports:?}");
+    let leases: Vec<_> = walk_files(&daemon.root_dir().join("network/ipam"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+        })
+        .collect();
+    assert!(leases.is_empty(), "addresses still allocated: {leases:?}");
+    assert!(!Path::new("/sys/fs/cgroup/memory/escape").exists());
+    // The name is free again.
+    let id = run_pod(&daemon, pod_config("half")).await.unwrap();
+    remove_pod(&daemon, &id).await;
+    daemon.stop().await.unwrap();
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

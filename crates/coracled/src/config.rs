@@ -56,6 +56,19 @@ pub struct NetworkConfig {
     pub mode: NetworkMode,
     /// Where CNI network configurations are read from in `cni` mode.
     pub cni_conf_dir: PathBuf,
+    /// The built-in network's bridge.
+    pub bridge: String,
+    /// The pod IPv4 range of the built-in network.
+    pub subnet_v4: String,
+    /// An IPv6 range for dual stack; empty for IPv4 only.
+    pub subnet_v6: String,
+    pub mtu: u32,
+    /// Masquerade traffic leaving the pod ranges.
+    pub masquerade: bool,
+    /// Turn on the node's IP forwarding so pods reach beyond the node.
+    pub enable_ip_forward: bool,
+    /// Coracle's own nftables table (`table inet <name>`) for masquerade and hostPorts.
+    pub nft_table: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +106,27 @@ impl Default for NetworkConfig {
         Self {
             mode: NetworkMode::Bridge,
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bridge: "coracle0".to_owned(),
+            subnet_v4: "10.88.0.0/16".to_owned(),
+            subnet_v6: String::new(),
+            mtu: 1500,
+            masquerade: true,
+            enable_ip_forward: true,
+            nft_table: "coracle".to_owned(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    pub fn bridge_config(&self) -> coracle_net::BridgeConfig {
+        coracle_net::BridgeConfig {
+            bridge: self.bridge.clone(),
+            subnet_v4: self.subnet_v4.clone(),
+            subnet_v6: (!self.subnet_v6.is_empty()).then(|| self.subnet_v6.clone()),
+            mtu: self.mtu,
+            masquerade: self.masquerade,
+            enable_ip_forward: self.enable_ip_forward,
+            nft_table: self.nft_table.clone(),
         }
     }
 }
@@ -162,10 +196,42 @@ impl Config {
                 reason: format!("{} is more than an hour", self.shutdown_timeout_seconds),
             });
         }
+        self.validate_network()?;
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::Invalid {
                 key: "log.level",
                 reason: format!("{:?} is not a level or filter: {err}", self.log.level),
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_network(&self) -> Result<(), ConfigError> {
+        let network = &self.network;
+        for (key, value) in [
+            ("network.subnet_v4", &network.subnet_v4),
+            ("network.subnet_v6", &network.subnet_v6),
+        ] {
+            if value.is_empty() && key.ends_with("v6") {
+                continue;
+            }
+            if let Err(err) = value.parse::<coracle_net::Subnet>() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("{value:?}: {err}"),
+                });
+            }
+        }
+        if network.bridge.is_empty() || network.bridge.len() > 15 {
+            return Err(ConfigError::Invalid {
+                key: "network.bridge",
+                reason: "an interface name of 1 to 15 bytes".into(),
+            });
+        }
+        if !(576..=65535).contains(&network.mtu) {
+            return Err(ConfigError::Invalid {
+                key: "network.mtu",
+                reason: format!("{} is outside 576..=65535", network.mtu),
             });
         }
         Ok(())
@@ -223,6 +289,14 @@ mod tests {
         };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("`state_dir`"), "{err}");
+    }
+
+    #[test]
+    fn bad_subnet_is_refused_naming_the_key() {
+        let mut config = Config::default();
+        config.network.subnet_v4 = "10.88.0.0/33".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("network.subnet_v4"), "{err}");
     }
 
     #[test]

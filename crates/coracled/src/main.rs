@@ -62,9 +62,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         root: config.root_dir.clone(),
         state: config.state_dir.clone(),
     };
+    let network = match config.network.mode {
+        config::NetworkMode::Bridge => Some(config.network.bridge_config()),
+        config::NetworkMode::Cni => None,
+    };
     // The socket first: a second daemon must fail before it touches the store.
     let socket = coracle_cri::bind(&config.socket_path)?;
-    let runtime = Runtime::open(dirs)
+    let runtime = Runtime::open(dirs, network)
         .await
         .context("open the runtime state")?;
     let service = CriService::new(Arc::new(runtime), cri_options(&config)?);

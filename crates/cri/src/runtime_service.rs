@@ -192,7 +192,7 @@ impl RuntimeService for CriService {
     }
 
     async fn status(&self, request: Request<v1::StatusRequest>) -> Rpc<v1::StatusResponse> {
-        Ok(Response::new(self.status(request.get_ref().verbose)))
+        Ok(Response::new(self.status(request.get_ref().verbose).await))
     }
 
     async fn checkpoint_container(

@@ -84,6 +84,7 @@ mod tests {
             pinned: Vec::new(),
             cgroup: None,
             cgroup_created: false,
+            network: None,
         }
     }
 

@@ -5,6 +5,9 @@ use k8s_cri::v1::{
     PodSandboxStatusResponse,
 };
 
+use coracle_runtime::model::PodNetworkRecord;
+use k8s_cri::v1::PodIp;
+
 use crate::error::CriError;
 use crate::service::CriService;
 use crate::translate::{namespaces_to_cri, pod_metadata_to_cri, pod_state_to_cri};
@@ -28,8 +31,7 @@ impl CriService {
             metadata: Some(pod_metadata_to_cri(&pod.spec.metadata)),
             state: pod_state_to_cri(pod.state) as i32,
             created_at: pod.created_at,
-            // The pod network lands with the networking issue; until then no address.
-            network: Some(PodSandboxNetworkStatus::default()),
+            network: Some(network_status(pod.network.as_ref())),
             linux: Some(LinuxPodSandboxStatus {
                 namespaces: Some(Namespace {
                     options: Some(namespaces_to_cri(&pod.spec.namespaces)),
@@ -42,6 +44,7 @@ impl CriService {
         let mut info = std::collections::HashMap::new();
         if verbose {
             let details = serde_json::json!({
+                "network": pod.network,
                 "namespaceDir": pod.namespace_dir,
                 "pinnedNamespaces": pod.pinned,
                 "podFilesDir": self.runtime.dirs().pod_files_dir(&pod.id),
@@ -58,5 +61,17 @@ impl CriService {
                 .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
                 .unwrap_or(0),
         })
+    }
+}
+
+/// The first address (IPv4 on a dual-stack pod) and the others, as kubelet reads them.
+fn network_status(network: Option<&PodNetworkRecord>) -> PodSandboxNetworkStatus {
+    let mut ips = network
+        .map(|n| n.ips.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter();
+    PodSandboxNetworkStatus {
+        ip: ips.next().unwrap_or_default(),
+        additional_ips: ips.map(|ip| PodIp { ip }).collect(),
     }
 }

@@ -15,12 +15,16 @@ const RUNTIME_READY: &str = "RuntimeReady";
 const NETWORK_READY: &str = "NetworkReady";
 
 impl CriService {
-    pub(crate) fn status(&self, verbose: bool) -> StatusResponse {
+    pub(crate) async fn status(&self, verbose: bool) -> StatusResponse {
         let dirs = self.runtime.dirs();
-        let conditions = vec![
-            runtime_condition(&dirs.root, &dirs.state),
-            network_condition(&self.options.network),
-        ];
+        let network = match &self.options.network {
+            NetworkMode::Bridge => {
+                let problem = self.runtime.network_problem().await;
+                condition(NETWORK_READY, problem.map(|p| ("NetworkPluginNotReady", p)))
+            }
+            mode => network_condition(mode),
+        };
+        let conditions = vec![runtime_condition(&dirs.root, &dirs.state), network];
         let mut info = HashMap::new();
         if verbose {
             info.insert(
@@ -91,13 +95,11 @@ fn runtime_condition(root: &Path, state: &Path) -> RuntimeCondition {
     condition(RUNTIME_READY, failure)
 }
 
+/// Readiness of the modes whose health is a matter of files (the built-in bridge
+/// asks the kernel instead, in `status`).
 fn network_condition(mode: &NetworkMode) -> RuntimeCondition {
     let failure = match mode {
-        NetworkMode::Bridge => Some((
-            "NetworkPluginNotReady",
-            "the built-in bridge network is not implemented yet; pods cannot get a network"
-                .to_owned(),
-        )),
+        NetworkMode::Bridge => None,
         NetworkMode::Cni { conf_dir } => cni_config_missing(conf_dir),
     };
     condition(NETWORK_READY, failure)

@@ -6,6 +6,7 @@ pub mod model;
 pub mod names;
 mod pod_cgroup;
 pub mod pod_files;
+mod pod_network;
 mod recover;
 mod sandbox_remove;
 mod sandbox_run;
@@ -57,6 +58,13 @@ pub enum RuntimeError {
         id: String,
         source: Box<coracle_oci::cgroups::CgroupError>,
     },
+    #[error("network of pod {id}: {source}")]
+    PodNetwork {
+        id: String,
+        source: Box<coracle_net::NetError>,
+    },
+    #[error("set up the pod network: {0}")]
+    NetworkSetup(Box<coracle_net::NetError>),
     #[error("remove {path}: {source}")]
     RemoveDir {
         path: PathBuf,
@@ -112,13 +120,18 @@ pub struct Runtime {
     pods: RecordStore<PodRecord>,
     containers: RecordStore<ContainerRecord>,
     names: NameRegistry,
+    /// The built-in bridge network; `None` in CNI mode.
+    network: Option<pod_network::Network>,
     _root_lock: LockFile,
 }
 
 impl Runtime {
     /// Takes the root directory's lock (one daemon per root dir), loads every record
     /// and converges what a crash left half-done.
-    pub async fn open(dirs: RuntimeDirs) -> Result<Self, RuntimeError> {
+    pub async fn open(
+        dirs: RuntimeDirs,
+        bridge: Option<coracle_net::BridgeConfig>,
+    ) -> Result<Self, RuntimeError> {
         let root_lock = LockFile::acquire(&dirs.root.join("coracle.lock"))?;
         store::create_private_dir(&dirs.state).map_err(|source| RuntimeError::OpenStore {
             kind: "state",
@@ -126,11 +139,16 @@ impl Runtime {
         })?;
         let pods = open_store::<PodRecord>(&dirs.root.join("pods"))?;
         let containers = open_store::<ContainerRecord>(&dirs.root.join("containers"))?;
+        let network = match bridge {
+            Some(config) => Some(pod_network::Network::open(config, &dirs.root).await?),
+            None => None,
+        };
         let runtime = Self {
             dirs,
             pods,
             containers,
             names: NameRegistry::default(),
+            network,
             _root_lock: root_lock,
         };
         runtime.recover().await;

@@ -120,6 +120,16 @@ pub struct PodRecord {
     /// cgroupfs driver usually makes it first and removes it itself.
     #[serde(default)]
     pub cgroup_created: bool,
+    /// The pod's addresses on the built-in network, while it has them.
+    #[serde(default)]
+    pub network: Option<PodNetworkRecord>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNetworkRecord {
+    /// IPv4 first, then IPv6 when dual stack.
+    pub ips: Vec<std::net::IpAddr>,
+    pub host_veth: String,
 }
 
 impl Record for PodRecord {

@@ -29,6 +29,7 @@ impl Runtime {
                 }
             }
         }
+        self.release_orphaned_networks().await;
     }
 }
 

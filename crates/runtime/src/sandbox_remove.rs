@@ -25,6 +25,7 @@ impl Runtime {
     /// Everything a pod owns outside its record. Idempotent, so it also serves the
     /// rollback of a failed RunPodSandbox and recovery after a crash.
     pub(crate) async fn remove_pod_resources(&self, id: &str) -> Result<(), RuntimeError> {
+        self.detach_pod_network(id).await?;
         self.release_pod_namespaces(id).await?;
         if let Some(pod) = self.pods.get(id) {
             let pod_id = id.to_owned();

@@ -62,11 +62,12 @@ impl Runtime {
             pinned: kinds.iter().map(|k| k.name().to_owned()).collect(),
             cgroup: None,
             cgroup_created: false,
+            network: None,
         };
         // Persisted first, as Creating: a crash from here on is rolled back at start.
         let guard = self.pods.insert(record).await?;
         let hostname = effective_hostname(spec);
-        if let Some(dir) = namespace_dir {
+        if let Some(dir) = namespace_dir.clone() {
             let setup = PinSetup {
                 hostname: Some(hostname.clone()),
                 sysctls: spec.sysctls.clone().into_iter().collect(),
@@ -78,6 +79,12 @@ impl Runtime {
             })
             .await??;
         }
+        let network = match &namespace_dir {
+            Some(dir) if spec.namespaces.network != NamespaceMode::Node => {
+                self.attach_pod_network(id, spec, &dir.join("net")).await?
+            }
+            _ => None,
+        };
         let files_dir = self.dirs.pod_files_dir(id);
         let host_network = spec.namespaces.network == NamespaceMode::Node;
         let files_spec = spec.clone();
@@ -103,6 +110,7 @@ impl Runtime {
             .update(&guard, move |pod| {
                 pod.cgroup = recorded;
                 pod.cgroup_created = created;
+                pod.network = network;
                 pod.state = PodState::Ready;
             })
             .await;

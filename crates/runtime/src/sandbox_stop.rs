@@ -1,5 +1,6 @@
-//! StopPodSandbox: idempotent. Releases the pod's namespaces (and, as they land, its
-//! containers and network); the record stays, NotReady, until RemovePodSandbox.
+//! StopPodSandbox: idempotent. Takes the pod off the network (freeing its addresses)
+//! and releases its namespaces (and, as they land, its containers); the record
+//! stays, NotReady, until RemovePodSandbox.
 
 use crate::model::PodState;
 use crate::{Runtime, RuntimeError};
@@ -7,11 +8,13 @@ use crate::{Runtime, RuntimeError};
 impl Runtime {
     pub async fn stop_pod(&self, id: &str) -> Result<(), RuntimeError> {
         let guard = self.pods.lock(id).await?;
+        self.detach_pod_network(id).await?;
         self.release_pod_namespaces(id).await?;
         self.pods
             .update(&guard, |pod| {
                 pod.state = PodState::NotReady;
                 pod.pinned.clear();
+                pod.network = None;
             })
             .await?;
         Ok(())

@@ -25,7 +25,9 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let value = args.next().with_context(|| format!("{arg} needs a value"))?;
+        let value = args
+            .next()
+            .with_context(|| format!("{arg} needs a value"))?;
         match arg.as_str() {
             "--iterations" => options.iterations = value.parse()?,
             "--parallel" => options.parallel = value.parse()?,
