@@ -56,6 +56,8 @@ pub struct NetworkConfig {
     pub mode: NetworkMode,
     /// Where CNI network configurations are read from in `cni` mode.
     pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked for, in order, in `cni` mode.
+    pub cni_bin_dirs: Vec<PathBuf>,
     /// The built-in network's bridge.
     pub bridge: String,
     /// The pod IPv4 range of the built-in network.
@@ -106,6 +108,7 @@ impl Default for NetworkConfig {
         Self {
             mode: NetworkMode::Bridge,
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             bridge: "coracle0".to_owned(),
             subnet_v4: "10.88.0.0/16".to_owned(),
             subnet_v6: String::new(),

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use coracle_cri::error::cause_chain;
 use coracle_cri::{CriOptions, CriService};
-use coracle_runtime::{Runtime, RuntimeDirs};
+use coracle_runtime::{NetworkSetup, Runtime, RuntimeDirs};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::Cli;
@@ -63,8 +63,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         state: config.state_dir.clone(),
     };
     let network = match config.network.mode {
-        config::NetworkMode::Bridge => Some(config.network.bridge_config()),
-        config::NetworkMode::Cni => None,
+        config::NetworkMode::Bridge => NetworkSetup::Bridge(config.network.bridge_config()),
+        config::NetworkMode::Cni => NetworkSetup::Cni {
+            conf_dir: config.network.cni_conf_dir.clone(),
+            bin_dirs: config.network.cni_bin_dirs.clone(),
+        },
     };
     // The socket first: a second daemon must fail before it touches the store.
     let socket = coracle_cri::bind(&config.socket_path)?;
@@ -90,12 +93,6 @@ fn cri_options(config: &Config) -> anyhow::Result<CriOptions> {
         cgroup_driver: match config.cgroup_driver {
             config::CgroupDriver::Cgroupfs => coracle_cri::CgroupDriver::Cgroupfs,
             config::CgroupDriver::Systemd => coracle_cri::CgroupDriver::Systemd,
-        },
-        network: match config.network.mode {
-            config::NetworkMode::Bridge => coracle_cri::NetworkMode::Bridge,
-            config::NetworkMode::Cni => coracle_cri::NetworkMode::Cni {
-                conf_dir: config.network.cni_conf_dir.clone(),
-            },
         },
     })
 }

@@ -19,5 +19,5 @@ mod translate;
 pub mod version;
 
 pub use server::{MAX_MESSAGE_BYTES, ServeError, serve};
-pub use service::{CgroupDriver, CriOptions, CriService, NetworkMode};
+pub use service::{CgroupDriver, CriOptions, CriService};
 pub use socket::{ListenSocket, SocketError, bind};

@@ -1,6 +1,5 @@
 //! The CRI service: one value implementing both RuntimeService and ImageService.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use coracle_runtime::Runtime;
@@ -12,22 +11,12 @@ pub enum CgroupDriver {
     Systemd,
 }
 
-/// Which pod network the node uses, as far as readiness is concerned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NetworkMode {
-    /// Coracle's own bridge network.
-    Bridge,
-    /// CNI plugins configured by conflists in `conf_dir`.
-    Cni { conf_dir: PathBuf },
-}
-
 /// What the CRI layer needs to know of the daemon's configuration.
 #[derive(Clone, Debug)]
 pub struct CriOptions {
     /// The effective configuration as JSON, shown by `Status` with verbose (`crictl info`).
     pub effective_config_json: String,
     pub cgroup_driver: CgroupDriver,
-    pub network: NetworkMode,
 }
 
 /// Cheap to clone: tonic clones the service for every connection.

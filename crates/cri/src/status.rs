@@ -9,7 +9,7 @@ use k8s_cri::v1::{
 };
 use nix::unistd::{AccessFlags, access};
 
-use crate::service::{CgroupDriver, CriService, NetworkMode};
+use crate::service::{CgroupDriver, CriService};
 
 const RUNTIME_READY: &str = "RuntimeReady";
 const NETWORK_READY: &str = "NetworkReady";
@@ -17,13 +17,8 @@ const NETWORK_READY: &str = "NetworkReady";
 impl CriService {
     pub(crate) async fn status(&self, verbose: bool) -> StatusResponse {
         let dirs = self.runtime.dirs();
-        let network = match &self.options.network {
-            NetworkMode::Bridge => {
-                let problem = self.runtime.network_problem().await;
-                condition(NETWORK_READY, problem.map(|p| ("NetworkPluginNotReady", p)))
-            }
-            mode => network_condition(mode),
-        };
+        let problem = self.runtime.network_problem().await;
+        let network = condition(NETWORK_READY, problem.map(|p| ("NetworkPluginNotReady", p)));
         let conditions = vec![runtime_condition(&dirs.root, &dirs.state), network];
         let mut info = HashMap::new();
         if verbose {
@@ -95,61 +90,9 @@ fn runtime_condition(root: &Path, state: &Path) -> RuntimeCondition {
     condition(RUNTIME_READY, failure)
 }
 
-/// Readiness of the modes whose health is a matter of files (the built-in bridge
-/// asks the kernel instead, in `status`).
-fn network_condition(mode: &NetworkMode) -> RuntimeCondition {
-    let failure = match mode {
-        NetworkMode::Bridge => None,
-        NetworkMode::Cni { conf_dir } => cni_config_missing(conf_dir),
-    };
-    condition(NETWORK_READY, failure)
-}
-
-/// CNI is ready once a network configuration file exists, as containerd judges it.
-fn cni_config_missing(conf_dir: &Path) -> Option<(&'static str, String)> {
-    let has_config = std::fs::read_dir(conf_dir)
-        .map(|entries| {
-            entries.filter_map(Result::ok).any(|entry| {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                [".conf", ".conflist", ".json"]
-                    .iter()
-                    .any(|ext| name.ends_with(ext))
-            })
-        })
-        .unwrap_or(false);
-    (!has_config).then(|| {
-        (
-            "NetworkPluginNotReady",
-            format!(
-                "cni config uninitialized: no network config found in {}",
-                conf_dir.display()
-            ),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cni_network_is_ready_only_with_a_config_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let mode = NetworkMode::Cni {
-            conf_dir: dir.path().to_owned(),
-        };
-        let not_ready = network_condition(&mode);
-        assert!(!not_ready.status);
-        assert_eq!(not_ready.reason, "NetworkPluginNotReady");
-        assert!(
-            not_ready
-                .message
-                .contains(&dir.path().display().to_string())
-        );
-        std::fs::write(dir.path().join("10-net.conflist"), "{}").unwrap();
-        assert!(network_condition(&mode).status);
-    }
 
     #[test]
     fn missing_state_dir_makes_the_runtime_not_ready() {

@@ -3,6 +3,7 @@
 //! own nftables table for masquerade and hostPorts).
 
 pub mod bridge;
+pub mod cni;
 pub mod error;
 pub mod ipam;
 mod netlink;
@@ -11,6 +12,7 @@ pub mod pin;
 pub mod subnet;
 
 pub use bridge::{BridgeConfig, BridgeNetwork, PodNetwork, veth_name};
+pub use cni::{CniError, CniNetwork, CniPodInfo, CniPortMapping};
 pub use error::NetError;
 pub use nft::{HostPort, Proto};
 pub use pin::{

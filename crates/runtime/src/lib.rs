@@ -20,6 +20,7 @@ use names::NameRegistry;
 use store::{LoadReport, RecordStore, StoreError};
 
 pub use lock_file::{LockFile, LockFileError};
+pub use pod_network::NetworkSetup;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -62,6 +63,11 @@ pub enum RuntimeError {
     PodNetwork {
         id: String,
         source: Box<coracle_net::NetError>,
+    },
+    #[error("CNI network of pod {id}: {source}")]
+    Cni {
+        id: String,
+        source: Box<coracle_net::CniError>,
     },
     #[error("set up the pod network: {0}")]
     NetworkSetup(Box<coracle_net::NetError>),
@@ -120,18 +126,15 @@ pub struct Runtime {
     pods: RecordStore<PodRecord>,
     containers: RecordStore<ContainerRecord>,
     names: NameRegistry,
-    /// The built-in bridge network; `None` in CNI mode.
-    network: Option<pod_network::Network>,
+    /// The pod network: the built-in bridge or CNI.
+    network: pod_network::Network,
     _root_lock: LockFile,
 }
 
 impl Runtime {
     /// Takes the root directory's lock (one daemon per root dir), loads every record
     /// and converges what a crash left half-done.
-    pub async fn open(
-        dirs: RuntimeDirs,
-        bridge: Option<coracle_net::BridgeConfig>,
-    ) -> Result<Self, RuntimeError> {
+    pub async fn open(dirs: RuntimeDirs, network: NetworkSetup) -> Result<Self, RuntimeError> {
         let root_lock = LockFile::acquire(&dirs.root.join("coracle.lock"))?;
         store::create_private_dir(&dirs.state).map_err(|source| RuntimeError::OpenStore {
             kind: "state",
@@ -139,10 +142,7 @@ impl Runtime {
         })?;
         let pods = open_store::<PodRecord>(&dirs.root.join("pods"))?;
         let containers = open_store::<ContainerRecord>(&dirs.root.join("containers"))?;
-        let network = match bridge {
-            Some(config) => Some(pod_network::Network::open(config, &dirs.root).await?),
-            None => None,
-        };
+        let network = pod_network::Network::open(network, &dirs.root).await?;
         let runtime = Self {
             dirs,
             pods,

@@ -5,19 +5,51 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use coracle_net::{BridgeConfig, BridgeNetwork, HostPort, Proto};
+use coracle_net::{
+    BridgeConfig, BridgeNetwork, CniNetwork, CniPodInfo, CniPortMapping, HostPort, Proto,
+};
 
 use crate::model::{PodNetworkRecord, PodSpec, Protocol};
 use crate::{Runtime, RuntimeError};
 
-pub(crate) struct Network {
+/// Which pod network the node uses.
+#[derive(Clone, Debug)]
+pub enum NetworkSetup {
+    /// Coracle's own bridge network.
+    Bridge(BridgeConfig),
+    /// CNI plugins: configs from `conf_dir`, plugins from `bin_dirs`.
+    Cni {
+        conf_dir: std::path::PathBuf,
+        bin_dirs: Vec<std::path::PathBuf>,
+    },
+}
+
+pub(crate) enum Network {
+    Bridge(Bridge),
+    Cni(CniNetwork),
+}
+
+impl Network {
+    pub(crate) async fn open(setup: NetworkSetup, root: &Path) -> Result<Self, RuntimeError> {
+        match setup {
+            NetworkSetup::Bridge(config) => Ok(Self::Bridge(Bridge::open(config, root).await?)),
+            NetworkSetup::Cni { conf_dir, bin_dirs } => Ok(Self::Cni(CniNetwork::new(
+                conf_dir,
+                bin_dirs,
+                root.join("network/cni-cache"),
+            ))),
+        }
+    }
+}
+
+pub(crate) struct Bridge {
     bridge: BridgeNetwork,
     /// Whether `ensure_ready` succeeded since the last failure.
     ready: AtomicBool,
 }
 
-impl Network {
-    pub(crate) async fn open(config: BridgeConfig, root: &Path) -> Result<Self, RuntimeError> {
+impl Bridge {
+    async fn open(config: BridgeConfig, root: &Path) -> Result<Self, RuntimeError> {
         let ipam_dir = root.join("network/ipam");
         let bridge = BridgeNetwork::new(config, &ipam_dir)
             .map_err(|err| RuntimeError::NetworkSetup(Box::new(err)))?;
@@ -49,23 +81,46 @@ impl Network {
 impl Runtime {
     /// Why pods cannot get a network right now, for the NetworkReady condition.
     pub async fn network_problem(&self) -> Option<String> {
-        let network = self.network.as_ref()?;
-        let problem = network.bridge.health().await;
-        if problem.is_some() {
-            network.ready.store(false, Ordering::Release);
+        match &self.network {
+            Network::Cni(cni) => cni.problem(),
+            Network::Bridge(network) => {
+                let problem = network.bridge.health().await;
+                if problem.is_some() {
+                    network.ready.store(false, Ordering::Release);
+                }
+                problem
+            }
         }
-        problem
     }
 
-    /// Puts the pod on the built-in network through its pinned network namespace.
+    /// Puts the pod on the pod network through its pinned network namespace.
     pub(crate) async fn attach_pod_network(
         &self,
         id: &str,
         spec: &PodSpec,
         netns: &Path,
     ) -> Result<Option<PodNetworkRecord>, RuntimeError> {
-        let Some(network) = &self.network else {
-            return Ok(None);
+        let network = match &self.network {
+            Network::Bridge(bridge) => bridge,
+            Network::Cni(cni) => {
+                let ips = cni
+                    .add(
+                        id,
+                        netns,
+                        "eth0",
+                        &cni_pod_info(spec),
+                        &cni_port_mappings(spec),
+                    )
+                    .await
+                    .map_err(|err| RuntimeError::Cni {
+                        id: id.to_owned(),
+                        source: Box::new(err),
+                    })?;
+                return Ok(Some(PodNetworkRecord {
+                    ips,
+                    host_veth: String::new(),
+                }));
+            }
         };
         let failed = |err| RuntimeError::PodNetwork {
             id: id.to_owned(),
@@ -93,8 +148,24 @@ impl Runtime {
 
     /// Takes the pod off the network and frees its addresses. Idempotent.
     pub(crate) async fn detach_pod_network(&self, id: &str) -> Result<(), RuntimeError> {
-        let Some(network) = &self.network else {
-            return Ok(());
+        let network = match &self.network {
+            Network::Bridge(bridge) => bridge,
+            Network::Cni(cni) => {
+                let spec = self
+                    .pods
+                    .get(id)
+                    .map(|pod| pod.spec.clone())
+                    .unwrap_or_default();
+                // DEL gets the namespace if it still exists; plugins must cope without.
+                let netns = self.dirs.pod_namespace_dir(id).join("net");
+                return cni
+                    .del(id, Some(&netns), "eth0", &cni_pod_info(&spec))
+                    .await
+                    .map_err(|err| RuntimeError::Cni {
+                        id: id.to_owned(),
+                        source: Box::new(err),
+                    });
+            }
         };
         network
             .bridge
@@ -109,7 +180,7 @@ impl Runtime {
     /// Addresses and veths held for pods that have no record (a crash between
     /// attach and the record write): released at start.
     pub(crate) async fn release_orphaned_networks(&self) {
-        let Some(network) = &self.network else {
+        let Network::Bridge(network) = &self.network else {
             return;
         };
         let known = match network.bridge.known_pods().await {
@@ -153,6 +224,34 @@ fn host_ports(spec: &PodSpec) -> Vec<HostPort> {
                 container_port: u16::try_from(mapping.container_port).ok()?,
                 host_port: u16::try_from(mapping.host_port).ok()?,
                 host_ip: mapping.host_ip.parse::<IpAddr>().ok(),
+            })
+        })
+        .collect()
+}
+
+fn cni_pod_info(spec: &PodSpec) -> CniPodInfo {
+    CniPodInfo {
+        name: spec.metadata.name.clone(),
+        namespace: spec.metadata.namespace.clone(),
+        uid: spec.metadata.uid.clone(),
+    }
+}
+
+fn cni_port_mappings(spec: &PodSpec) -> Vec<CniPortMapping> {
+    spec.port_mappings
+        .iter()
+        .filter(|m| m.host_port > 0)
+        .filter_map(|m| {
+            Some(CniPortMapping {
+                host_port: u16::try_from(m.host_port).ok()?,
+                container_port: u16::try_from(m.container_port).ok()?,
+                protocol: match m.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                    Protocol::Sctp => "sctp",
+                }
+                .to_owned(),
+                host_ip: m.host_ip.clone(),
             })
         })
         .collect()
