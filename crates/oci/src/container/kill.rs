@@ -1,0 +1,58 @@
+//! `kill`: signal the init, or (`all`) every process of the container.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{Container, ContainerError};
+use crate::state::Status;
+
+impl Container {
+    pub fn kill(&self, signal: Signal, all: bool) -> Result<(), ContainerError> {
+        self.require(
+            "kill",
+            &[Status::Created, Status::Running, Status::Paused],
+            "created, running or paused",
+        )?;
+        let pids = if all {
+            self.all_pids()?
+        } else {
+            vec![self.state.pid]
+        };
+        for pid in pids {
+            match kill(Pid::from_raw(pid), signal) {
+                Ok(()) | Err(nix::Error::ESRCH) => {}
+                Err(source) => return Err(ContainerError::Sys { op: "kill", source }),
+            }
+        }
+        if all && signal == Signal::SIGKILL {
+            // A frozen process does not die until thawed.
+            if let Ok(Some(cg)) = self.cgroup() {
+                let _ = cg.thaw();
+            }
+        }
+        Ok(())
+    }
+
+    /// The container's processes: from its cgroup when it has one; otherwise the init
+    /// (killing pid 1 of a PID namespace kills the whole namespace anyway).
+    pub(crate) fn all_pids(&self) -> Result<Vec<i32>, ContainerError> {
+        match self.cgroup()? {
+            Some(cg) => Ok(cg.pids()?),
+            None => Ok(vec![self.state.pid]),
+        }
+    }
+}
+
+/// "KILL", "SIGKILL", "9" -> SIGKILL.
+pub fn parse_signal(s: &str) -> Option<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().ok()
+}
