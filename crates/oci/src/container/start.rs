@@ -3,7 +3,6 @@
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -22,6 +21,9 @@ impl Container {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
             .map_err(io_err("open exec fifo", &path))?;
+        // First the byte (the init passed its startContainer hooks), then EOF (the
+        // write end is close-on-exec: the user's process has been exec'd).
+        let mut got_byte = false;
         loop {
             let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(100u16)) {
@@ -29,8 +31,10 @@ impl Container {
                 Ok(_) => {
                     let mut b = [0u8; 1];
                     match fifo.read(&mut b) {
-                        Ok(1) => break,
-                        Ok(_) => {}
+                        Ok(1) => got_byte = true,
+                        // EOF before any writer came is impossible here (poll reports
+                        // POLLHUP only after a writer has been and gone).
+                        Ok(_) => break,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(io_err("read exec fifo", &path)(e)),
                     }
@@ -42,12 +46,16 @@ impl Container {
                     });
                 }
             }
-            if !process_alive(self.state.pid, self.state.pid_start_time) {
+            if !got_byte && !process_alive(self.state.pid, self.state.pid_start_time) {
                 return Err(ContainerError::InitGone {
                     id: self.state.id.clone(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(1));
+        }
+        if !got_byte {
+            return Err(ContainerError::InitGone {
+                id: self.state.id.clone(),
+            });
         }
         std::fs::remove_file(&path).map_err(io_err("remove exec fifo", &path))?;
         let state = self.oci_state();

@@ -129,7 +129,10 @@ pub fn child_main(ch: &Channel, cfg: ChildConfig) -> ! {
                 }
             };
             // The parent stops listening after Ready; the fifo is now our only link.
-            let started = wait_exec_fifo(&fifo).and_then(|()| {
+            // Opening it blocks until `start`; the byte is written after the
+            // startContainer hooks, and the fd is close-on-exec, so `start` sees EOF
+            // exactly when execve succeeded (poststart runs after the process exists).
+            let started = open_exec_fifo(&fifo).and_then(|f| {
                 let mut st = (*state).clone();
                 st.status = Status::Running;
                 hooks::run_hooks(
@@ -138,15 +141,17 @@ pub fn child_main(ch: &Channel, cfg: ChildConfig) -> ! {
                         .as_ref()
                         .and_then(|h| h.start_container().as_ref()),
                     &st,
-                )
-                .map_err(InitError::from)
+                )?;
+                Ok(f)
             });
             drop(fifo);
-            if let Err(e) = started {
-                let _ = writeln!(std::io::stderr(), "coracle-oci init: {e}");
-                exit(1);
+            match started {
+                Ok(f) => final_exec(exec, seccomp.as_ref(), None, Some(f)),
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "coracle-oci init: {e}");
+                    exit(1);
+                }
             }
-            final_exec(exec, seccomp.as_ref(), None)
         }
         Role::Exec => {
             let exec = match apply_process(&process, console.as_ref(), stdio) {
@@ -158,7 +163,7 @@ pub fn child_main(ch: &Channel, cfg: ChildConfig) -> ! {
             };
             // The sync socket is close-on-exec: the parent reads EOF on success and
             // our error message on failure.
-            final_exec(exec, seccomp.as_ref(), Some(ch))
+            final_exec(exec, seccomp.as_ref(), Some(ch), None)
         }
     }
 }
@@ -167,6 +172,7 @@ fn final_exec(
     exec: PreparedExec,
     seccomp: Option<&super::resources::SeccompFilter>,
     ch: Option<&Channel>,
+    mut fifo: Option<std::fs::File>,
 ) -> ! {
     let fail = |e: &dyn std::fmt::Display| -> ! {
         match ch {
@@ -184,21 +190,25 @@ fn final_exec(
             fail(&e);
         }
     }
+    if let Some(f) = fifo.as_mut() {
+        if let Err(e) = f.write_all(b"0") {
+            fail(&sys_err("write exec fifo")(e));
+        }
+    }
     let err = exec.exec();
     fail(&err)
 }
 
 /// The runc exec fifo: block on opening it for writing until `start` opens it for
-/// reading, then write one byte. Opened through /proc/self/fd (the container's own
-/// /proc, after pivot_root) since its path is not visible in the container.
-fn wait_exec_fifo(fifo: &OwnedFd) -> Result<(), InitError> {
+/// reading. Opened through /proc/self/fd (the container's own /proc, after
+/// pivot_root) since its path is not visible in the container.
+fn open_exec_fifo(fifo: &OwnedFd) -> Result<std::fs::File, InitError> {
     let path = crate::sys::proc_fd_path(fifo.as_fd());
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(&path)
-        .map_err(sys_err("open exec fifo"))?;
-    f.write_all(b"0").map_err(sys_err("write exec fifo"))
+        .map_err(sys_err("open exec fifo"))
 }
 
 fn set_names(spec: &Spec, ns: &super::namespaces::NsPlan) -> Result<(), InitError> {
