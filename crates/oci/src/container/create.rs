@@ -2,7 +2,7 @@
 //! to exec; the init then blocks on the exec fifo until `start`.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -137,7 +137,7 @@ impl Container {
             .create(&opts.state_root)
             .map_err(io_err("create state root", &opts.state_root))?;
         let dir = state::container_dir(&opts.state_root, id);
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(ContainerError::Exists(id.to_string()));
@@ -157,11 +157,14 @@ impl Container {
                 source,
             }
         })?;
+        // umask would make it 0600; the container uid must be able to write it.
+        std::fs::set_permissions(&fifo_path, std::fs::Permissions::from_mode(0o622))
+            .map_err(io_err("chmod exec fifo", &fifo_path))?;
         let fifo: OwnedFd = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-            .open(&fifo_path)
-            .map_err(io_err("open exec fifo", &fifo_path))?
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&dir)
+            .map_err(io_err("open state dir", &dir))?
             .into();
 
         let linux = spec.linux().as_ref();

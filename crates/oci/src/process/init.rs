@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -200,15 +199,19 @@ fn final_exec(
 }
 
 /// The runc exec fifo: block on opening it for writing until `start` opens it for
-/// reading. Opened through /proc/self/fd (the container's own /proc, after
-/// pivot_root) since its path is not visible in the container.
-fn open_exec_fifo(fifo: &OwnedFd) -> Result<std::fs::File, InitError> {
-    let path = crate::sys::proc_fd_path(fifo.as_fd());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(sys_err("open exec fifo"))
+/// reading. Opened relative to an O_PATH fd of the container's state directory: its
+/// path is not visible after pivot_root, and /proc/self/fd of a non-dumpable process
+/// is not accessible to root of a user namespace. The directory is 0711 and the fifo
+/// 0622 (as runc's) so any container uid can open it.
+fn open_exec_fifo(state_dir: &OwnedFd) -> Result<std::fs::File, InitError> {
+    let fd = nix::fcntl::openat(
+        state_dir,
+        crate::state::EXEC_FIFO,
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| sys_err("open exec fifo")(e.into()))?;
+    Ok(std::fs::File::from(fd))
 }
 
 fn set_names(spec: &Spec, ns: &super::namespaces::NsPlan) -> Result<(), InitError> {

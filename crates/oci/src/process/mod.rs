@@ -51,7 +51,7 @@ pub enum Role {
     Init {
         rootfs: PathBuf,
         bundle: PathBuf,
-        /// O_PATH fd of `<state>/<id>/exec.fifo`.
+        /// O_PATH fd of the state directory `<state>/<id>` holding `exec.fifo`.
         fifo: OwnedFd,
         state: Box<OciState>,
         cgroup_mounts: Vec<CgroupMount>,
