@@ -133,7 +133,7 @@ pub fn create_device(
         })?;
         return Ok(());
     }
-    let perm = Permissions::from_mode(dev.mode);
+    let perm = perm_of(dev);
     let rdev = libc::makedev(dev.major as u32, dev.minor as u32);
     let inode = match dev.kind {
         libc::S_IFBLK => InodeType::BlockDevice(perm, rdev),
@@ -141,7 +141,19 @@ pub fn create_device(
         _ => InodeType::CharacterDevice(perm, rdev),
     };
     root.create(rel, &inode).map_err(err)?;
-    chown_node(root, dev)
+    chown_node(root, dev)?;
+    // mknod applied our umask; set the mode the spec asked for.
+    let handle = root.resolve_nofollow(rel).map_err(err)?;
+    std::fs::set_permissions(proc_fd_path(handle.as_fd()), perm_of(dev)).map_err(|e| {
+        RootfsError::Device {
+            path: dev.path.clone(),
+            msg: format!("chmod: {e}"),
+        }
+    })
+}
+
+fn perm_of(dev: &DeviceNode) -> Permissions {
+    Permissions::from_mode(dev.mode)
 }
 
 fn chown_node(root: &Root, dev: &DeviceNode) -> Result<(), RootfsError> {

@@ -151,15 +151,10 @@ pub fn prepare(plan: &RootfsPlan<'_>) -> Result<(), RootfsError> {
 pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
     chdir(rootfs).map_err(sys_err("chdir", rootfs))?;
     pivot_root(".", ".").map_err(sys_err("pivot_root", rootfs))?;
-    // Keep the old root's unmount from propagating to the host.
-    mount(
-        None::<&str>,
-        ".",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(sys_err("make old root slave", rootfs))?;
+    // runc also makes "." rslave here, but for mount(2) "." names the new root (only
+    // umount looks through to the stacked old root), so that would turn every shared
+    // spec mount into a slave. `prepare` already made the whole tree rslave/rprivate,
+    // so the detach below cannot propagate to the host.
     umount2(".", MntFlags::MNT_DETACH).map_err(sys_err("unmount old root", rootfs))?;
     chdir("/").map_err(sys_err("chdir", Path::new("/")))
 }

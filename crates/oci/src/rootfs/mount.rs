@@ -144,9 +144,35 @@ pub fn ensure_target(
         }
         root.resolve(rel).map_err(resolve_err)
     } else {
-        root.mkdir_all(rel, &Permissions::from_mode(0o755))
-            .map_err(resolve_err)
+        match root.mkdir_all(rel, &Permissions::from_mode(0o755)) {
+            Ok(h) => Ok(h),
+            Err(e) => match symlink_target_in_root(root, rel) {
+                // A dangling symlink (possibly planted to point at a host path): make
+                // its target inside the root, then resolve through it, still in root.
+                Some(target) => {
+                    root.mkdir_all(&target, &Permissions::from_mode(0o755))
+                        .map_err(resolve_err)?;
+                    root.resolve(rel).map_err(resolve_err)
+                }
+                None => Err(resolve_err(e)),
+            },
+        }
     }
+}
+
+/// If `rel` is a symlink inside the root, where it points, as a path relative to the
+/// root (absolute targets are taken relative to the root, as the kernel would inside
+/// the container).
+fn symlink_target_in_root(root: &Root, rel: &Path) -> Option<PathBuf> {
+    let target = root.readlink(rel).ok()?;
+    let joined = if target.is_absolute() {
+        target
+    } else {
+        Path::new("/")
+            .join(rel.parent().unwrap_or(Path::new("")))
+            .join(target)
+    };
+    Some(joined.strip_prefix("/").unwrap_or(&joined).to_path_buf())
 }
 
 /// Re-resolve a destination after something was mounted on it: the old handle still
