@@ -113,9 +113,10 @@ pub fn child_main(ch: &Channel, cfg: ChildConfig) -> ! {
                     &state,
                 )?;
                 rootfs::pivot(&rootfs)?;
-                rootfs::finalize(&spec)?;
+                // As runc: names and sysctls before /proc/sys is made read-only.
                 set_names(&spec, &ns)?;
                 apply_sysctls(&spec, &ns)?;
+                rootfs::finalize(&spec)?;
                 let exec = apply_process(&process, console.as_ref(), stdio)?;
                 ch.send(&Msg::Ready)?;
                 Ok(exec)

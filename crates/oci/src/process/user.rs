@@ -119,7 +119,10 @@ pub fn set_rlimits(limits: &[PosixRlimit]) -> Result<(), UserError> {
 pub fn set_oom_score_adj(value: i32) {
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", value.to_string()) {
         tracing::warn!(value, error = %e, "cannot set oom_score_adj (negative values need CAP_SYS_RESOURCE); keeping the inherited one");
-        eprintln!(
+        // Not eprintln!: a test harness's output capture would swallow it in the child.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "coracle-oci: warning: cannot set oom_score_adj to {value}: {e}; keeping the inherited value"
         );
     }

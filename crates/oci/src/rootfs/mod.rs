@@ -136,11 +136,9 @@ pub fn prepare(plan: &RootfsPlan<'_>) -> Result<(), RootfsError> {
     }
     let cwd = plan.cwd.strip_prefix("/").unwrap_or(plan.cwd);
     if !cwd.as_os_str().is_empty() {
-        root.mkdir_all(cwd, &std::fs::Permissions::from_mode(0o755))
-            .map_err(|source| RootfsError::Resolve {
-                path: plan.cwd.to_path_buf(),
-                source,
-            })?;
+        // Best effort: a cwd that cannot be made here is reported by the chdir later,
+        // with the CVE-2024-21626 check.
+        let _ = root.mkdir_all(cwd, &std::fs::Permissions::from_mode(0o755));
     }
     Ok(())
 }
