@@ -194,3 +194,39 @@ fn cve_2019_5736_runtime_binary_not_writable_from_container() {
     let (_, out) = run_exec(&c, exec_process(&c, &["sh", "-c", probe]));
     assert!(out.starts_with("link-readable\n"), "{out}");
 }
+
+/// The other half of CVE-2019-5736: the container's program must not be the runtime
+/// binary itself, directly or as the `#!` interpreter of a script (execve would make
+/// it dumpable again, inside the container).
+#[test]
+fn cve_2019_5736_container_cannot_exec_the_runtime_binary() {
+    for (name, args) in [
+        ("direct", vec!["/proc/self/exe"]),
+        ("shebang", vec!["/evil.sh"]),
+    ] {
+        let b = TestBundle::new(&default_spec(&args));
+        std::fs::write(b.rootfs().join("evil.sh"), "#!/bin/sh2\n").unwrap();
+        std::fs::write(b.rootfs().join("bin/sh2"), "#!/proc/self/exe --help\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["evil.sh", "bin/sh2"] {
+            std::fs::set_permissions(b.rootfs().join(f), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        let err = b
+            .create(&unique_id(&format!("cve5736{name}")), Stdio::Inherit)
+            .err()
+            .expect("must be refused");
+        assert!(err.to_string().contains("CVE-2019-5736"), "{name}: {err}");
+    }
+    // A script with an ordinary interpreter still runs.
+    let b = TestBundle::new(&default_spec(&["/ok.sh"]));
+    std::fs::write(b.rootfs().join("ok.sh"), "#!/bin/sh\necho fine\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        b.rootfs().join("ok.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let (code, out) = b.run(&unique_id("cve5736ok"));
+    assert_eq!((code, out.as_str()), (0, "fine\n"));
+}

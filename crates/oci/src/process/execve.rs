@@ -18,6 +18,10 @@ pub enum ExecError {
     Nul,
     #[error("mark fds close-on-exec: {0}")]
     CloseRange(std::io::Error),
+    #[error(
+        "refusing to exec {0}: it is (or its #! interpreter chain leads to) the runtime's own binary (CVE-2019-5736)"
+    )]
+    RuntimeBinary(PathBuf),
     #[error("exec {path}: {source}")]
     Exec { path: PathBuf, source: nix::Error },
 }
@@ -51,9 +55,49 @@ pub fn resolve(arg0: &str, env: &[String]) -> Result<PathBuf, ExecError> {
         .ok_or_else(|| ExecError::NotFound(arg0.to_string()))
 }
 
+/// CVE-2019-5736, the other half. Being non-dumpable keeps the container from opening
+/// our /proc/<pid>/exe while we run in it, but execve resets dumpability: if the
+/// container's program were our own binary (`/proc/self/exe`, or a script whose `#!`
+/// interpreter is `/proc/self/exe`), the kernel would run the runtime binary, dumpable,
+/// inside the container, and the container could open it through /proc/<pid>/exe and
+/// overwrite it once it exits. Refuse programs whose file, or any interpreter of the
+/// `#!` chain (the kernel follows up to 4 levels), is the inode /proc/self/exe names.
+/// runc instead re-execs from a sealed memfd copy; this check costs two stats.
+fn refuse_runtime_binary(program: &Path) -> Result<(), ExecError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ours) = std::fs::metadata("/proc/self/exe") else {
+        return Ok(());
+    };
+    let mut path = program.to_path_buf();
+    for _ in 0..5 {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return Ok(());
+        };
+        if meta.dev() == ours.dev() && meta.ino() == ours.ino() {
+            return Err(ExecError::RuntimeBinary(program.to_path_buf()));
+        }
+        let mut head = [0u8; 256];
+        let n = std::fs::File::open(&path)
+            .and_then(|mut f| f.read(&mut head))
+            .unwrap_or(0);
+        let Some(line) = head[..n].strip_prefix(b"#!") else {
+            return Ok(());
+        };
+        let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+        let interp = String::from_utf8_lossy(line);
+        let Some(first) = interp.split_whitespace().next() else {
+            return Ok(());
+        };
+        path = PathBuf::from(first);
+    }
+    Ok(())
+}
+
 pub fn prepare(args: &[String], env: &[String]) -> Result<PreparedExec, ExecError> {
     let arg0 = args.first().ok_or(ExecError::NoArgs)?;
     let display = resolve(arg0, env)?;
+    refuse_runtime_binary(&display)?;
     let cs = |s: &[u8]| CString::new(s).map_err(|_| ExecError::Nul);
     Ok(PreparedExec {
         path: cs(display.as_os_str().as_bytes())?,
