@@ -71,7 +71,7 @@ pub fn child_main(ch: &Channel, cfg: ChildConfig) -> ! {
         spec,
         process,
         ns,
-        seccomp,
+        mut seccomp,
         console,
         stdio,
         role,
@@ -117,7 +117,7 @@ pub fn child_main(ch: &Channel, cfg: ChildConfig) -> ! {
                 set_names(&spec, &ns)?;
                 apply_sysctls(&spec, &ns)?;
                 rootfs::finalize(&spec)?;
-                let exec = apply_process(&process, console.as_ref(), stdio)?;
+                let exec = apply_process(&process, console.as_ref(), stdio, &mut seccomp)?;
                 ch.send(&Msg::Ready)?;
                 Ok(exec)
             };
@@ -154,7 +154,7 @@ pub fn child_main(ch: &Channel, cfg: ChildConfig) -> ! {
             }
         }
         Role::Exec => {
-            let exec = match apply_process(&process, console.as_ref(), stdio) {
+            let exec = match apply_process(&process, console.as_ref(), stdio, &mut seccomp) {
                 Ok(e) => e,
                 Err(e) => {
                     ch.send_error(&e);
@@ -277,6 +277,7 @@ fn apply_process(
     process: &Process,
     console: Option<&OwnedFd>,
     stdio: Stdio,
+    seccomp: &mut Option<super::resources::SeccompFilter>,
 ) -> Result<PreparedExec, InitError> {
     if process.terminal().unwrap_or(false) {
         let console = console.ok_or_else(|| {
@@ -303,6 +304,14 @@ fn apply_process(
         );
     }
     let caps = CapPlan::from_spec(process.capabilities().as_ref())?;
+    // As runc: without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so it is
+    // loaded now, before capabilities are dropped; with it, as late as possible (right
+    // before execve) so the fewest of our own syscalls run under it.
+    if !process.no_new_privileges().unwrap_or(false) {
+        if let Some(filter) = seccomp.take() {
+            filter.load()?;
+        }
+    }
     if let Some(c) = &caps {
         c.drop_bounding()?;
     }

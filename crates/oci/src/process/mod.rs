@@ -12,6 +12,24 @@
 //! intermediate reports the pid and exits. (youki: main -> intermediate -> init;
 //! runc: nsexec stage 0/1/2.)
 //!
+//! ## CVE-2019-5736 (/proc/self/exe of the runtime)
+//!
+//! runc re-execs itself from a sealed memfd copy so that the binary the container can
+//! reach through /proc/<pid>/exe is not the host file. This executor is a library
+//! (the monitor calls it in-process), so it takes the cheaper route:
+//! 1. The intermediate makes itself non-dumpable *before* joining any container
+//!    namespace, and the init/exec process inherits that. /proc/<pid>/{exe,fd,mem,...}
+//!    of a non-dumpable process need CAP_SYS_PTRACE in the user namespace its mm was
+//!    created in, the host's, which nothing in the container has (even root of a
+//!    container user namespace). So while our code runs in the container, the runtime
+//!    binary cannot be opened through us.
+//! 2. execve makes the process dumpable again, which is fine for the container's own
+//!    program but not if that program *is* our binary (`/proc/self/exe` as argv[0] or
+//!    as a `#!` interpreter): `execve::refuse_runtime_binary` refuses that.
+//!
+//! Tests: `cve_2019_5736_runtime_binary_not_writable_from_container` and
+//! `cve_2019_5736_container_cannot_exec_the_runtime_binary`.
+//!
 //! **The caller must be single-threaded** (or at least must not hold locks other
 //! threads need): the children run Rust code after fork, as youki and runc-init do.
 
