@@ -114,6 +114,27 @@ fn cli_create_start_state_exec_kill_delete() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1 /tmp\n");
 
+    // exec --process: a runtime-spec Process as JSON, as containerd-shim passes it.
+    let process_json = b.path().join("process.json");
+    let mut p = default_spec(&["sh", "-c", "echo from-json; id -u"])
+        .process()
+        .clone()
+        .unwrap();
+    let mut user = p.user().clone();
+    user.set_uid(1000);
+    p.set_user(user);
+    std::fs::write(&process_json, serde_json::to_vec(&p).unwrap()).unwrap();
+    let out = cli(
+        root,
+        &["exec", "--process", process_json.to_str().unwrap(), &id],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-json\n1000\n");
+
     let refused = cli(root, &["delete", &id]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("running"));
