@@ -66,6 +66,9 @@ fn run_hook(phase: &'static str, hook: &Hook, state: &OciState) -> Result<(), Ho
         }
     }
     cmd.stdin(Stdio::piped());
+    // Its own process group, so a timeout kills what the hook started too (a shell's
+    // children would otherwise outlive it).
+    cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
         phase,
         path: path.clone(),
@@ -105,6 +108,12 @@ fn run_hook(phase: &'static str, hook: &Hook, state: &OciState) -> Result<(), Ho
         }
         if let Some((secs, at)) = deadline {
             if Instant::now() >= at {
+                if let Ok(pgid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(HookError::Timeout { phase, path, secs });
