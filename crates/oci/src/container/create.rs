@@ -257,7 +257,14 @@ impl Container {
                     }
                 }
                 Msg::Ready => break,
-                Msg::Error(msg) => return Err(ContainerError::Child(msg)),
+                Msg::Error(msg) => {
+                    // The init may fail before the intermediate reported its pid: learn
+                    // it anyway so the cleanup reaps it (it is our child).
+                    if init_pid.is_none() {
+                        cleanup.pids.extend(late_pid(&ch));
+                    }
+                    return Err(ContainerError::Child(msg));
+                }
                 other => {
                     return Err(ContainerError::Child(format!(
                         "unexpected message {other:?}"
@@ -299,6 +306,17 @@ impl Container {
     /// Returns the exit code (128 + signal when killed).
     pub fn wait(&self) -> Result<i32, ContainerError> {
         wait_exit_code(self.state.pid)
+    }
+}
+
+/// After a child's error: the intermediate's `Pid` message may still be on its way.
+pub(super) fn late_pid(ch: &Channel) -> Option<i32> {
+    loop {
+        match ch.recv(Some(Duration::from_secs(1))) {
+            Ok(Msg::Pid(pid)) => return Some(pid),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
-use super::create::{connect_console, spawn_intermediate, wait_exit_code, write_pid_file};
+use super::create::{
+    connect_console, late_pid, spawn_intermediate, wait_exit_code, write_pid_file,
+};
 use super::{Container, ContainerError};
 use crate::process::channel::{ChannelError, Msg};
 use crate::process::namespaces::NsPlan;
@@ -79,7 +81,12 @@ impl Container {
         let pid = match ch.recv(Some(super::SYNC_TIMEOUT)) {
             Ok(Msg::Pid(pid)) => pid,
             Ok(Msg::Error(m)) => {
+                // The process may have failed before the intermediate sent its pid.
+                let late = late_pid(&ch);
                 reap_intermediate();
+                if let Some(pid) = late {
+                    let _ = waitpid(Pid::from_raw(pid), None);
+                }
                 return Err(ContainerError::Child(m));
             }
             Ok(other) => {
