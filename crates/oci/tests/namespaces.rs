@@ -177,3 +177,37 @@ fn hostname_without_uts_namespace_is_refused() {
         .expect("must fail");
     assert!(err.to_string().contains("uts namespace"), "{err}");
 }
+
+/// sysfs cannot be mounted from a user namespace that does not own the network
+/// namespace: as runc, fall back to a read-only rbind of the host's /sys.
+#[test]
+fn user_namespace_without_netns_binds_sys_read_only() {
+    let mut spec = default_spec(&[
+        "sh",
+        "-c",
+        "ls /sys/class/net; grep ' /sys ' /proc/self/mountinfo",
+    ]);
+    set_linux(&mut spec, |l| {
+        let mut list = l.namespaces().clone().unwrap();
+        list.retain(|n| n.typ() != LinuxNamespaceType::Network);
+        list.push(ns(LinuxNamespaceType::User, None));
+        l.set_namespaces(Some(list));
+        let map = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(300_000u32)
+            .size(65_536u32)
+            .build()
+            .unwrap();
+        l.set_uid_mappings(Some(vec![map]));
+        l.set_gid_mappings(Some(vec![map]));
+    });
+    let b = TestBundle::new(&spec);
+    let (code, out) = b.run(&unique_id("usernosysfs"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.lines().any(|l| l == "lo"), "{out}");
+    let sys = out.lines().find(|l| l.contains(" /sys ")).unwrap();
+    assert!(
+        sys.split_whitespace().nth(5).unwrap().starts_with("ro"),
+        "{sys}"
+    );
+}
