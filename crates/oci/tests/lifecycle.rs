@@ -156,3 +156,38 @@ fn duplicate_id_is_refused() {
     let err = b.create(&id, Stdio::Inherit).err().unwrap();
     assert!(err.to_string().contains("already exists"), "{err}");
 }
+
+/// A container process that stops answering (here a createContainer hook that hangs,
+/// with no hook timeout) makes create fail after the sync timeout, never hang, and
+/// the cleanup kills it.
+#[test]
+fn stuck_container_process_times_out_instead_of_hanging() {
+    use oci_spec::runtime::{HookBuilder, HooksBuilder};
+    let mut spec = default_spec(&["true"]);
+    let hook = HookBuilder::default()
+        .path("/bin/sleep")
+        .args(vec!["sleep".to_string(), "30".to_string()])
+        .build()
+        .unwrap();
+    spec.set_hooks(Some(
+        HooksBuilder::default()
+            .create_container(vec![hook])
+            .build()
+            .unwrap(),
+    ));
+    let b = TestBundle::new(&spec);
+    let id = unique_id("stuck");
+    let mut opts = b.options();
+    opts.sync_timeout = Duration::from_secs(1);
+    let t0 = std::time::Instant::now();
+    let err = Container::create(&id, b.path(), opts)
+        .err()
+        .expect("must time out");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(err.to_string().contains("within 1s"), "{err}");
+    assert!(!b.state_root.join(&id).exists());
+}
