@@ -180,9 +180,7 @@ fn stuck_container_process_times_out_instead_of_hanging() {
     let mut opts = b.options();
     opts.sync_timeout = Duration::from_secs(1);
     let t0 = std::time::Instant::now();
-    let err = Container::create(&id, b.path(), opts)
-        .err()
-        .expect("must time out");
+    let err = Container::create(&id, b.path(), opts).expect_err("must time out");
     assert!(
         t0.elapsed() < Duration::from_secs(10),
         "took {:?}",
