@@ -230,3 +230,31 @@ fn cve_2019_5736_container_cannot_exec_the_runtime_binary() {
     let (code, out) = b.run(&unique_id("cve5736ok"));
     assert_eq!((code, out.as_str()), (0, "fine\n"));
 }
+
+#[test]
+fn exec_with_terminal_sends_master_over_console_socket() {
+    let b = TestBundle::new(&default_spec(&["sleep", "100"]));
+    let mut c = b.create(&unique_id("exectty"), Stdio::Inherit).unwrap();
+    c.start().unwrap();
+    let sock = b.path().join("exec-console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut p = exec_process(&c, &["sh", "-c", "tty; echo exec-hi"]);
+    p.set_terminal(Some(true));
+    let proc = c
+        .exec(
+            p,
+            ExecOptions {
+                console_socket: Some(sock),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    let master = recv_fd(&stream);
+    assert_eq!(proc.wait().unwrap(), 0);
+    let out = read_pty(master);
+    assert!(
+        out.starts_with("/dev/pts/") && out.ends_with("exec-hi\r\n"),
+        "{out:?}"
+    );
+}

@@ -58,5 +58,8 @@ pub fn setup_console(console_socket: &OwnedFd, size: Option<(u16, u16)>) -> Resu
             TtyError::Dup(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
         })?;
     }
+    // Only a session leader can take a controlling terminal; the init already is one
+    // (EPERM then), an exec'd process becomes one here.
+    let _ = nix::unistd::setsid();
     crate::sys::set_controlling_terminal(0).map_err(TtyError::Ctty)
 }
