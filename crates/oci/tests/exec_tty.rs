@@ -258,3 +258,22 @@ fn exec_with_terminal_sends_master_over_console_socket() {
         "{out:?}"
     );
 }
+
+/// Without a cgroup, ps and kill --all find the container's processes through its PID
+/// namespace: the init and what exec started.
+#[test]
+fn ps_and_kill_all_cover_exec_processes() {
+    let b = TestBundle::new(&default_spec(&["sleep", "100"]));
+    let mut c = b.create(&unique_id("psall"), Stdio::Inherit).unwrap();
+    c.start().unwrap();
+    let extra = c
+        .exec(exec_process(&c, &["sleep", "100"]), ExecOptions::default())
+        .unwrap();
+    let mut want = vec![c.pid(), extra.pid];
+    want.sort_unstable();
+    assert_eq!(c.pids().unwrap(), want);
+    c.kill(nix::sys::signal::Signal::SIGKILL, true).unwrap();
+    assert_eq!(extra.wait().unwrap(), 128 + 9);
+    assert_eq!(c.wait().unwrap(), 128 + 9);
+    assert_eq!(c.status(), Status::Stopped);
+}

@@ -33,14 +33,35 @@ impl Container {
         Ok(())
     }
 
-    /// The container's processes: from its cgroup when it has one; otherwise the init
-    /// (killing pid 1 of a PID namespace kills the whole namespace anyway).
+    /// The container's processes: from its cgroup when it has one; otherwise, when it
+    /// has a PID namespace of its own, every process in that namespace (host pids);
+    /// otherwise just the init.
     pub(crate) fn all_pids(&self) -> Result<Vec<i32>, ContainerError> {
-        match self.cgroup()? {
-            Some(cg) => Ok(cg.pids()?),
-            None => Ok(vec![self.state.pid]),
+        if let Some(cg) = self.cgroup()? {
+            return Ok(cg.pids()?);
         }
+        Ok(pids_in_pid_namespace_of(self.state.pid).unwrap_or_else(|| vec![self.state.pid]))
     }
+}
+
+/// Processes whose PID namespace is that of `pid`, if it is not ours.
+fn pids_in_pid_namespace_of(pid: i32) -> Option<Vec<i32>> {
+    use std::os::unix::fs::MetadataExt;
+    let ns_of = |p: &str| {
+        std::fs::metadata(format!("/proc/{p}/ns/pid"))
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    };
+    let theirs = ns_of(&pid.to_string())?;
+    if Some(theirs) == ns_of("self") {
+        return None;
+    }
+    let pids = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| ns_of(&p.to_string()) == Some(theirs))
+        .collect();
+    Some(pids)
 }
 
 /// "KILL", "SIGKILL", "9" -> SIGKILL.

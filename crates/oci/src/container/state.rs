@@ -24,6 +24,11 @@ impl Container {
         }
     }
 
+    /// The OCI state (runtime spec "State"), status derived as in [`Container::status`].
+    pub fn state(&self) -> OciState {
+        self.oci_state()
+    }
+
     pub fn oci_state(&self) -> OciState {
         let status = self.status();
         OciState {
