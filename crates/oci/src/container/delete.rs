@@ -27,6 +27,13 @@ impl Container {
             self.kill(Signal::SIGKILL, true)?;
             self.wait_gone(Duration::from_secs(10));
         }
+        // Never forget a live init: without its state nothing could stop it any more.
+        if process_alive(self.state.pid, self.state.pid_start_time) {
+            return Err(ContainerError::StillAlive {
+                id: self.state.id.clone(),
+                pid: self.state.pid,
+            });
+        }
         // Reap it if it is our child (library callers); ECHILD otherwise.
         let _ = waitpid(Pid::from_raw(self.state.pid), Some(WaitPidFlag::WNOHANG));
         let mut st = self.oci_state();

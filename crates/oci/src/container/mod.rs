@@ -67,6 +67,8 @@ pub enum ContainerError {
     Child(String),
     #[error("container {id}: init process exited before start")]
     InitGone { id: String },
+    #[error("container {id}: init {pid} still alive after SIGKILL; state kept")]
+    StillAlive { id: String, pid: i32 },
     #[error("console socket {path}: {source}")]
     Console {
         path: PathBuf,
