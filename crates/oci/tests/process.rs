@@ -42,10 +42,10 @@ fn capabilities_all_five_sets() {
     let b = TestBundle::new(&spec);
     let (code, out) = b.run(&unique_id("caps"));
     assert_eq!(code, 0, "{out}");
-    // CAP_CHOWN = bit 0, CAP_KILL = bit 5, CAP_NET_BIND_SERVICE = bit 10; after execve
-    // of a non-setuid binary as root, permitted = effective = bounding-limited full set
-    // for uid 0... so check the sets the kernel keeps as given: bounding, inheritable,
-    // ambient; effective/permitted of root after exec are recomputed from them.
+    // CAP_CHOWN = bit 0, CAP_KILL = bit 5, CAP_NET_BIND_SERVICE = bit 10. For uid 0 the
+    // kernel recomputes permitted/effective at execve (root gets the bounding set), so
+    // the sets that show what we applied are bounding, inheritable and ambient; the
+    // non-root test below checks permitted and effective.
     assert_eq!(status_field(&out, "CapBnd"), "0000000000000421", "{out}");
     assert_eq!(status_field(&out, "CapInh"), "0000000000000020", "{out}");
     assert_eq!(status_field(&out, "CapAmb"), "0000000000000020", "{out}");
