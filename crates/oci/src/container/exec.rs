@@ -1,0 +1,123 @@
+//! `exec`: run another process in a running container: join all its namespaces (by
+//! /proc/<init>/ns/*) and its cgroup, apply the process attributes, execve.
+
+use std::path::PathBuf;
+
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+
+use super::create::{
+    connect_console, late_pid, spawn_intermediate, wait_exit_code, write_pid_file,
+};
+use super::{Container, ContainerError};
+use crate::process::channel::{ChannelError, Msg};
+use crate::process::namespaces::NsPlan;
+use crate::process::resources::compile_seccomp;
+use crate::process::{ChildConfig, Role, Stdio};
+use crate::state::Status;
+
+#[derive(Debug, Default)]
+pub struct ExecOptions {
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub stdio: Stdio,
+}
+
+/// A process started by `exec`; the caller is its parent.
+#[derive(Debug)]
+pub struct ExecProcess {
+    pub pid: i32,
+}
+
+impl ExecProcess {
+    /// Wait for it and return its exit code (128 + signal when killed).
+    pub fn wait(&self) -> Result<i32, ContainerError> {
+        wait_exit_code(self.pid)
+    }
+}
+
+impl Container {
+    pub fn exec(&self, process: Process, opts: ExecOptions) -> Result<ExecProcess, ContainerError> {
+        self.require(
+            "exec",
+            &[Status::Running, Status::Created],
+            "running or created",
+        )?;
+        let spec = self.state.config.clone();
+        let seccomp = compile_seccomp(spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()))?;
+        let ns = NsPlan::from_pid(self.state.pid)?;
+        let console = match (&opts.console_socket, process.terminal().unwrap_or(false)) {
+            (Some(p), true) => Some(connect_console(p)?),
+            (None, true) => {
+                return Err(ContainerError::InvalidSpec(
+                    "process.terminal needs a console socket".into(),
+                ));
+            }
+            _ => None,
+        };
+        let cfg = ChildConfig {
+            spec,
+            process,
+            ns,
+            seccomp,
+            console,
+            stdio: opts.stdio,
+            role: Role::Exec,
+        };
+        let (ipid, ch) = spawn_intermediate(cfg)?;
+        let reap_intermediate = || {
+            let _ = waitpid(Pid::from_raw(ipid), None);
+        };
+        if let Some(cg) = self.cgroup()? {
+            if let Err(e) = cg.add_task(ipid) {
+                let _ =
+                    nix::sys::signal::kill(Pid::from_raw(ipid), nix::sys::signal::Signal::SIGKILL);
+                reap_intermediate();
+                return Err(e.into());
+            }
+        }
+        ch.send(&Msg::Go)?;
+        let pid = match ch.recv(Some(super::SYNC_TIMEOUT)) {
+            Ok(Msg::Pid(pid)) => pid,
+            Ok(Msg::Error(m)) => {
+                // The process may have failed before the intermediate sent its pid.
+                let late = late_pid(&ch);
+                reap_intermediate();
+                if let Some(pid) = late {
+                    let _ = waitpid(Pid::from_raw(pid), None);
+                }
+                return Err(ContainerError::Child(m));
+            }
+            Ok(other) => {
+                reap_intermediate();
+                return Err(ContainerError::Child(format!(
+                    "unexpected message {other:?}"
+                )));
+            }
+            Err(e) => {
+                reap_intermediate();
+                return Err(e.into());
+            }
+        };
+        reap_intermediate();
+        // The sync socket is close-on-exec in the process: EOF means execve succeeded.
+        match ch.recv(Some(super::SYNC_TIMEOUT)) {
+            Err(ChannelError::Closed) => {}
+            Ok(Msg::Error(m)) => {
+                let _ = waitpid(Pid::from_raw(pid), None);
+                return Err(ContainerError::Child(m));
+            }
+            Ok(other) => {
+                return Err(ContainerError::Child(format!(
+                    "unexpected message {other:?}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(p) = &opts.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        Ok(ExecProcess { pid })
+    }
+}
