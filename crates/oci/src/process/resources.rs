@@ -1,15 +1,14 @@
-//! The one place the executor calls the cgroups and seccomp modules (written in
-//! parallel on other branches). Until they are merged, this file is the stand-in: the
-//! call sites in create/exec/pause/ps/update/delete are real, and merging those modules
-//! is a change to this file only.
-//!
-//! Stand-in behaviour: a spec that asks for a cgroup (cgroupsPath or resources) runs
-//! without one (warned); a spec with seccomp is refused rather than run unconfined.
+//! The one place the executor calls the cgroups and seccomp modules: the call sites
+//! in create/exec/pause/ps/update/delete go through these small adapters, which turn
+//! the modules' errors into the executor's and keep the persisted form in one place.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
+
+use crate::cgroups::{CgroupError, ContainerCgroup};
+use crate::seccomp::{self, SeccompProgram};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
@@ -19,103 +18,119 @@ pub enum ResourceError {
     Seccomp(String),
 }
 
-/// A cgroup v1 controller directory to bind into the container's /sys/fs/cgroup.
+fn cgroup_error(op: &'static str) -> impl FnOnce(CgroupError) -> ResourceError {
+    move |err| ResourceError::Cgroup {
+        op,
+        msg: err.to_string(),
+    }
+}
+
+/// A cgroup hierarchy directory to bind into the container's /sys/fs/cgroup.
 #[derive(Debug, Clone)]
 pub struct CgroupMount {
     pub name: String,
     pub host_path: PathBuf,
 }
 
-/// The container's cgroup, or none when this build has no cgroup support.
-#[derive(Debug, Default)]
+/// The container's cgroup.
+#[derive(Debug)]
 pub struct Cgroup {
-    _private: (),
-}
-
-fn unavailable(op: &'static str) -> ResourceError {
-    ResourceError::Cgroup {
-        op,
-        msg: "cgroup support is not built into this executor yet".into(),
-    }
+    inner: ContainerCgroup,
 }
 
 impl Cgroup {
-    /// Create (or adopt) the container's cgroup from the spec.
-    pub fn create(spec: &Spec, _container_id: &str) -> Result<Option<Self>, ResourceError> {
+    /// Creates the container's cgroup at `linux.cgroupsPath` (or `/coracle/<id>`) with
+    /// `linux.resources` applied. Every container gets one: pause, ps, kill --all and
+    /// update work on it.
+    pub fn create(spec: &Spec, container_id: &str) -> Result<Option<Self>, ResourceError> {
         let linux = spec.linux().as_ref();
-        if linux.is_some_and(|l| l.cgroups_path().is_some() || l.resources().is_some()) {
-            tracing::warn!(
-                "cgroupsPath/resources requested but cgroups are not available: ignored"
-            );
-        }
-        Ok(None)
+        let path = linux.and_then(|l| l.cgroups_path().as_deref());
+        let resources = linux.and_then(|l| l.resources().as_ref());
+        let inner = ContainerCgroup::create(path.map(Path::new), container_id, resources)
+            .map_err(cgroup_error("create"))?;
+        Ok(Some(Self { inner }))
     }
 
     /// Rebuild from the persisted form.
-    pub fn from_state(_value: &serde_json::Value) -> Result<Self, ResourceError> {
-        Err(unavailable("load"))
+    pub fn from_state(value: &serde_json::Value) -> Result<Self, ResourceError> {
+        let inner = serde_json::from_value(value.clone()).map_err(|err| ResourceError::Cgroup {
+            op: "load",
+            msg: err.to_string(),
+        })?;
+        Ok(Self { inner })
     }
 
     pub fn to_state(&self) -> serde_json::Value {
-        serde_json::Value::Null
+        serde_json::to_value(&self.inner).unwrap_or(serde_json::Value::Null)
     }
 
-    pub fn add_task(&self, _pid: i32) -> Result<(), ResourceError> {
-        Err(unavailable("add task"))
+    pub fn add_task(&self, pid: i32) -> Result<(), ResourceError> {
+        self.inner.add_task(pid).map_err(cgroup_error("add task"))
     }
 
-    pub fn update(&self, _resources: &LinuxResources) -> Result<(), ResourceError> {
-        Err(unavailable("update"))
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), ResourceError> {
+        self.inner.update(resources).map_err(cgroup_error("update"))
     }
 
     pub fn freeze(&self) -> Result<(), ResourceError> {
-        Err(unavailable("freeze"))
+        self.inner.freeze().map_err(cgroup_error("freeze"))
     }
 
     pub fn thaw(&self) -> Result<(), ResourceError> {
-        Err(unavailable("thaw"))
+        self.inner.thaw().map_err(cgroup_error("thaw"))
     }
 
+    /// A freezer that cannot be read counts as not frozen: state must answer.
     pub fn is_frozen(&self) -> bool {
-        false
+        self.inner.is_frozen().unwrap_or(false)
     }
 
     pub fn pids(&self) -> Result<Vec<i32>, ResourceError> {
-        Err(unavailable("pids"))
+        self.inner.pids().map_err(cgroup_error("pids"))
     }
 
     pub fn delete(&self) -> Result<(), ResourceError> {
-        Ok(())
+        self.inner.delete().map_err(cgroup_error("delete"))
     }
 
     pub fn mount_sources(&self) -> Vec<CgroupMount> {
-        Vec::new()
+        self.inner
+            .mount_sources()
+            .into_iter()
+            .map(|source| CgroupMount {
+                name: source.name,
+                host_path: source.host_path,
+            })
+            .collect()
     }
 }
 
 /// A compiled seccomp filter, loaded in the init right before execve.
 #[derive(Debug)]
 pub struct SeccompFilter {
-    _private: (),
+    program: SeccompProgram,
 }
 
-/// Compile in the parent (allocation happens here, not in the init).
+/// Compile in the parent (allocation happens here, not in the init), so a bad
+/// profile fails create with a message naming the field.
 pub fn compile_seccomp(
     seccomp: Option<&LinuxSeccomp>,
 ) -> Result<Option<SeccompFilter>, ResourceError> {
-    match seccomp {
-        None => Ok(None),
-        Some(_) => Err(ResourceError::Seccomp(
-            "seccomp support is not built into this executor yet; refusing to run unconfined"
-                .into(),
-        )),
-    }
+    seccomp
+        .map(|spec| {
+            seccomp::compile(spec)
+                .map(|program| SeccompFilter { program })
+                .map_err(|err| ResourceError::Seccomp(err.to_string()))
+        })
+        .transpose()
 }
 
 impl SeccompFilter {
-    /// Load into the calling process (after no_new_privs). Returns the notify fd when
-    /// the filter has a SCMP_ACT_NOTIFY action.
+    /// Load into the calling process (after no_new_privs, or with CAP_SYS_ADMIN).
+    /// Returns the notify fd when the filter has a SCMP_ACT_NOTIFY action.
     pub fn load(&self) -> Result<Option<OwnedFd>, ResourceError> {
-        Err(ResourceError::Seccomp("not built in".into()))
+        self.program
+            .load()
+            .map_err(|err| ResourceError::Seccomp(err.to_string()))
     }
 }
