@@ -5,10 +5,8 @@
 #
 #   hack/bench-oci.sh [N] [coracle-oci binary]
 #
-# Needs root. Notes: runc also creates and removes cgroups (v1: one directory per
-# controller) for each container; coracle-oci only does so once the cgroups module
-# is wired in (crates/oci/src/process/resources.rs), so until then the comparison
-# favours coracle-oci by the cost of the cgroup work.
+# Needs root. Both runtimes create and remove the container cgroup (v1: one directory
+# per controller) for each container.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,7 +5,10 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
+use oci_spec::runtime::{
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources, LinuxSeccomp,
+    Spec,
+};
 
 use crate::cgroups::{CgroupError, ContainerCgroup};
 use crate::seccomp::{self, SeccompProgram};
@@ -45,8 +48,13 @@ impl Cgroup {
     pub fn create(spec: &Spec, container_id: &str) -> Result<Option<Self>, ResourceError> {
         let linux = spec.linux().as_ref();
         let path = linux.and_then(|l| l.cgroups_path().as_deref());
-        let resources = linux.and_then(|l| l.resources().as_ref());
-        let inner = ContainerCgroup::create(path.map(Path::new), container_id, resources)
+        let resources = linux
+            .and_then(|l| l.resources().clone())
+            .map(|mut resources| {
+                resources.set_devices(Some(device_rules(spec, &resources)));
+                resources
+            });
+        let inner = ContainerCgroup::create(path.map(Path::new), container_id, resources.as_ref())
             .map_err(cgroup_error("create"))?;
         Ok(Some(Self { inner }))
     }
@@ -103,6 +111,51 @@ impl Cgroup {
             })
             .collect()
     }
+}
+
+/// The spec's device rules, then what every container needs whatever they say, as
+/// runc's `AllowedDevices`: a spec that denies all devices (what `runc spec` writes)
+/// must still get /dev/null and friends, and the devices it lists in `linux.devices`.
+fn device_rules(spec: &Spec, resources: &LinuxResources) -> Vec<LinuxDeviceCgroup> {
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    let allow = |typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut rule = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(typ)
+            .access(access.to_owned());
+        if let Some(major) = major {
+            rule = rule.major(major);
+        }
+        if let Some(minor) = minor {
+            rule = rule.minor(minor);
+        }
+        rule.build().ok()
+    };
+    let defaults = [
+        // mknod of anything: the device cgroup still decides on open.
+        allow(LinuxDeviceType::C, None, None, "m"),
+        allow(LinuxDeviceType::B, None, None, "m"),
+        allow(LinuxDeviceType::C, Some(1), Some(3), "rwm"), // null
+        allow(LinuxDeviceType::C, Some(1), Some(5), "rwm"), // zero
+        allow(LinuxDeviceType::C, Some(1), Some(7), "rwm"), // full
+        allow(LinuxDeviceType::C, Some(1), Some(8), "rwm"), // random
+        allow(LinuxDeviceType::C, Some(1), Some(9), "rwm"), // urandom
+        allow(LinuxDeviceType::C, Some(5), Some(0), "rwm"), // tty
+        allow(LinuxDeviceType::C, Some(5), Some(2), "rwm"), // ptmx
+        allow(LinuxDeviceType::C, Some(136), None, "rwm"),  // pts/*
+    ];
+    rules.extend(defaults.into_iter().flatten());
+    let listed = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default();
+    rules.extend(
+        listed
+            .iter()
+            .filter_map(|d| allow(d.typ(), Some(d.major()), Some(d.minor()), "rwm")),
+    );
+    rules
 }
 
 /// A compiled seccomp filter, loaded in the init right before execve.
