@@ -498,11 +498,15 @@ fn io_err(entry: &str, op: &'static str, source: io::Error) -> UnpackError {
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta, UnpackError> {
     let header = entry.header();
     let bad = |e: io::Error| io_err(name, "read header", e);
+    let old = header.as_old();
     let mut meta = Meta {
-        mode: header.mode().map_err(bad)? & 0o7777,
-        uid: u32::try_from(header.uid().map_err(bad)?).unwrap_or(u32::MAX),
-        gid: u32::try_from(header.gid().map_err(bad)?).unwrap_or(u32::MAX),
-        mtime: TimeSpec::new(i64::try_from(header.mtime().map_err(bad)?).unwrap_or(0), 0),
+        mode: numeric(&old.mode, || header.mode().map(u64::from)).map_err(bad)? as u32 & 0o7777,
+        uid: u32::try_from(numeric(&old.uid, || header.uid()).map_err(bad)?).unwrap_or(u32::MAX),
+        gid: u32::try_from(numeric(&old.gid, || header.gid()).map_err(bad)?).unwrap_or(u32::MAX),
+        mtime: TimeSpec::new(
+            i64::try_from(numeric(&old.mtime, || header.mtime()).map_err(bad)?).unwrap_or(0),
+            0,
+        ),
         xattrs: Vec::new(),
     };
     let Some(extensions) = entry.pax_extensions().map_err(bad)? else {
@@ -534,6 +538,15 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta,
         }
     }
     Ok(meta)
+}
+
+/// A numeric header field; an empty one (all NUL or spaces) is 0, as Go's
+/// archive/tar reads it and as some layer writers leave it.
+fn numeric(raw: &[u8], parse: impl FnOnce() -> io::Result<u64>) -> io::Result<u64> {
+    if raw.iter().all(|b| *b == 0 || *b == b' ') {
+        return Ok(0);
+    }
+    parse()
 }
 
 fn parse_pax_number(value: &[u8]) -> Option<u32> {
