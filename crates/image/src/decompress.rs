@@ -8,15 +8,40 @@ use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 
 use crate::manifest::Compression;
 
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// A reader of the uncompressed tar. The compression is read from the stream's
+/// magic bytes, as containerd's `compression.DecompressStream` does: some images
+/// label layers wrongly, and the blob digest was checked on the raw bytes anyway.
 pub fn decompressor<'a, R: Read + Send + 'a>(
-    compression: Compression,
-    reader: R,
-) -> Box<dyn Read + Send + 'a> {
-    match compression {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(ZstdReader::new(reader)),
+    declared: Compression,
+    mut reader: R,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let mut head = Vec::with_capacity(ZSTD_MAGIC.len());
+    (&mut reader)
+        .take(ZSTD_MAGIC.len() as u64)
+        .read_to_end(&mut head)?;
+    let detected = if head.starts_with(GZIP_MAGIC) {
+        Compression::Gzip
+    } else if head.starts_with(ZSTD_MAGIC) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    if detected != declared {
+        tracing::debug!(
+            ?declared,
+            ?detected,
+            "layer compression differs from its media type"
+        );
     }
+    let stream = io::Cursor::new(head).chain(reader);
+    Ok(match detected {
+        Compression::None => Box::new(stream),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
+        Compression::Zstd => Box::new(ZstdReader::new(stream)),
+    })
 }
 
 /// Decodes every frame of a zstd stream until its end.
@@ -116,6 +141,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mislabeled_layers_are_read_by_their_magic() {
+        let mut text = String::new();
+        decompressor(Compression::Gzip, b"plain tar bytes".as_slice())
+            .expect("sniff")
+            .read_to_string(&mut text)
+            .expect("read");
+        assert_eq!(text, "plain tar bytes");
+        let mut empty = Vec::new();
+        decompressor(Compression::Zstd, b"".as_slice())
+            .expect("sniff")
+            .read_to_end(&mut empty)
+            .expect("read");
+        assert!(empty.is_empty());
+    }
+
+    #[test]
     fn gzip_members_are_all_read() {
         use flate2::Compression as Level;
         use flate2::write::GzEncoder;
@@ -128,6 +169,7 @@ mod tests {
         }
         let mut text = String::new();
         decompressor(Compression::Gzip, out.as_slice())
+            .expect("sniff")
             .read_to_string(&mut text)
             .expect("read");
         assert_eq!(text, "hello world");
@@ -149,6 +191,7 @@ mod tests {
         stream.extend(frame(b"cd"));
         let mut text = String::new();
         decompressor(Compression::Zstd, stream.as_slice())
+            .expect("sniff")
             .read_to_string(&mut text)
             .expect("read");
         assert_eq!(text, "abcd");

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,23 +36,72 @@ use crate::{ImageStore, Inner};
 const STREAM_DEPTH: usize = 64;
 const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
-/// Last time a pull received bytes or got an answer.
+/// Last time a pull received bytes or got an answer, and what it is doing now.
 #[derive(Clone)]
-pub(crate) struct Progress(Arc<Mutex<Instant>>);
+pub(crate) struct Progress(Arc<ProgressState>);
+
+struct ProgressState {
+    last: Mutex<Instant>,
+    /// Layer jobs queued behind another pull (same layer) or a download slot.
+    waiting: AtomicUsize,
+    /// Layer jobs downloading.
+    downloading: AtomicUsize,
+}
+
+/// Counts a job in one of the states while alive.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl Progress {
     fn new() -> Self {
-        Self(Arc::new(Mutex::new(Instant::now())))
+        Self(Arc::new(ProgressState {
+            last: Mutex::new(Instant::now()),
+            waiting: AtomicUsize::new(0),
+            downloading: AtomicUsize::new(0),
+        }))
     }
 
     fn touch(&self) {
-        if let Ok(mut last) = self.0.lock() {
+        if let Ok(mut last) = self.0.last.lock() {
             *last = Instant::now();
         }
     }
 
+    /// Time since the last progress. A pull whose only work is queued behind other
+    /// pulls is not idle: those have their own watchdogs, and a stalled one frees
+    /// what this one waits for when it is cancelled.
     fn idle(&self) -> Duration {
-        self.0.lock().map(|last| last.elapsed()).unwrap_or_default()
+        let queued = self.0.waiting.load(Ordering::SeqCst) > 0
+            && self.0.downloading.load(Ordering::SeqCst) == 0;
+        if queued {
+            self.touch();
+            return Duration::ZERO;
+        }
+        self.0
+            .last
+            .lock()
+            .map(|last| last.elapsed())
+            .unwrap_or_default()
+    }
+
+    fn waiting(&self) -> Counted<'_> {
+        Counted::new(&self.0.waiting)
+    }
+
+    fn downloading(&self) -> Counted<'_> {
+        Counted::new(&self.0.downloading)
     }
 }
 
@@ -421,6 +471,7 @@ impl ImageStore {
         progress: &Progress,
         created: &Mutex<Vec<Digest>>,
     ) -> Result<(), ImageError> {
+        let queued = progress.waiting();
         let _same_layer = self.inner.layer_locks.lock(job.chain_id.as_str()).await;
         let target = self.inner.layout.snapshot(&job.chain_id);
         if target.join("fs").is_dir() {
@@ -436,6 +487,9 @@ impl ImageStore {
                 digest: job.layer.digest.clone(),
                 reason: "download slots closed".to_owned(),
             })?;
+        let _active = progress.downloading();
+        drop(queued);
+        progress.touch();
         let layer_dir = staging.0.join(job.chain_id.hex());
         let fs_dir = layer_dir.join("fs");
         std::fs::create_dir_all(&fs_dir).map_err(ImageError::io("create", &fs_dir))?;
@@ -590,7 +644,8 @@ fn spawn_unpacker(
             rx,
             current: Bytes::new(),
         };
-        let mut hashing = HashingReader::new(decompressor(compression, reader));
+        let decompressed = decompressor(compression, reader).map_err(UnpackFailure::Decompress)?;
+        let mut hashing = HashingReader::new(decompressed);
         let stats = unpack_layer(&mut hashing, &fs_dir).map_err(|err| match err {
             crate::unpack::UnpackError::Tar(source) => UnpackFailure::Decompress(source),
             other => UnpackFailure::Unpack(other),
