@@ -23,15 +23,19 @@
 //! (mirrors in order, then upstream unless `no_upstream_fallback`), picks the node's
 //! platform from an index, verifies the config, then downloads the missing layers
 //! in parallel (at most `max_concurrent_downloads` across the store). Each layer
-//! streams through sha256 (compressed digest and size), the decompressor, a second
-//! sha256 (the diff id) and the unpacker on a blocking thread, into
-//! `tmp/<pull>/<chain>/fs`; it is renamed to `snapshots/<chain>` only when both
-//! digests match. Blobs (manifests, config) and the image record come last. A failed
-//! or cancelled pull removes its staging dir and the snapshots it committed that
-//! nothing else uses. Pulls of one reference are serialized, so the second reuses
-//! the first's work; pulls sharing a layer wait on a per-chain-id lock. A pull
-//! with no byte received for `progress_timeout` fails with
-//! [`ImageError::ProgressTimeout`].
+//! streams through sha256 (compressed digest and size), the decompressor (picked by
+//! the stream's magic bytes), a second sha256 (the diff id) and the unpacker on a
+//! blocking thread, into `tmp/<pull>/<chain>/fs`: unpacking happens while the bytes
+//! arrive, not after. When every layer verified, one `syncfs`, then the layers are
+//! renamed to `snapshots/<chain>` bottom first, each after the directories it only
+//! implied took their attributes from the layers below (containerd's `mkparent`).
+//! Blobs (manifests, config) and the image record come last. A failed or cancelled
+//! pull removes its staging dir and the snapshots it committed that nothing else
+//! uses. Pulls of one reference are serialized, so the second reuses the first's
+//! work; pulls sharing layers take per-chain-id locks in layer order (shared
+//! layers are a common bottom prefix, so no deadlock) and hold them to the commit.
+//! A pull with no byte received for `progress_timeout` fails with
+//! [`ImageError::ProgressTimeout`] (time queued behind another pull does not count).
 //!
 //! # Store
 //!
@@ -413,10 +417,9 @@ impl Inner {
         Ok(())
     }
 
-    /// One syncfs for every snapshot of a pull, before its record is written.
-    fn sync_snapshots(&self) {
-        let dir = self.layout.snapshots();
-        if let Ok(file) = std::fs::File::open(&dir) {
+    /// One syncfs for every layer a pull staged, before they are renamed into place.
+    fn sync_dir_fs(&self, dir: &Path) {
+        if let Ok(file) = std::fs::File::open(dir) {
             if let Err(err) = nix::unistd::syncfs(file.as_fd()) {
                 tracing::warn!(dir = %dir.display(), error = %err, "syncfs");
             }

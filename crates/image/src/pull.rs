@@ -29,7 +29,7 @@ use crate::manifest::{
 use crate::reference::ImageRef;
 use crate::registry::{Endpoint, endpoints};
 use crate::store::Image;
-use crate::unpack::unpack_layer;
+use crate::unpack::{UnpackStats, copy_up_implied_dirs, unpack_layer};
 use crate::{ImageStore, Inner};
 
 /// Chunks in flight between the download and the unpacker (each is one HTTP frame).
@@ -264,29 +264,39 @@ impl ImageStore {
         let staging_path = self.inner.layout.tmp().join(fsutil::unique_name("pull"));
         std::fs::create_dir(&staging_path).map_err(ImageError::io("create", &staging_path))?;
         let staging = Arc::new(Staging(staging_path));
-        let layers = resolved
-            .manifest
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, layer)| {
-                self.ensure_layer(
-                    &name,
-                    &resolved.endpoint,
-                    &image_ref.repository,
-                    LayerJob {
-                        layer: layer.clone(),
-                        compression: compressions[i],
-                        diff_id: config.rootfs.diff_ids[i].clone(),
-                        chain_id: chain[i].clone(),
-                    },
-                    Arc::clone(&staging),
-                    progress,
-                    &guard.created,
-                )
-            });
-        futures_util::future::try_join_all(layers).await?;
-        self.inner.sync_snapshots();
+        // Layer locks in layer order: pulls sharing layers share a bottom prefix of
+        // chain ids, so ordered acquisition cannot deadlock. They are held until the
+        // commit, so a pull sharing a layer waits for it instead of fetching it too.
+        let queued = progress.waiting();
+        let mut layer_guards = Vec::with_capacity(chain.len());
+        for chain_id in &chain {
+            layer_guards.push(self.inner.layer_locks.lock(chain_id.as_str()).await);
+        }
+        drop(queued);
+        progress.touch();
+        let missing: Vec<usize> = (0..chain.len())
+            .filter(|&i| !self.inner.layout.snapshot_fs(&chain[i]).is_dir())
+            .collect();
+        let jobs = missing.iter().map(|&i| {
+            self.stage_layer(
+                &name,
+                &resolved.endpoint,
+                &image_ref.repository,
+                LayerJob {
+                    layer: resolved.manifest.layers[i].clone(),
+                    compression: compressions[i],
+                    diff_id: config.rootfs.diff_ids[i].clone(),
+                    chain_id: chain[i].clone(),
+                },
+                Arc::clone(&staging),
+                progress,
+            )
+        });
+        let staged = futures_util::future::try_join_all(jobs).await?;
+        // Durable before visible under their names.
+        self.inner.sync_dir_fs(&staging.0);
+        self.commit_layers(&name, &chain, &missing, &staged, &staging, &guard.created)?;
+        drop(layer_guards);
 
         for (digest, bytes) in &resolved.blobs {
             self.inner.layout.save_blob(digest, bytes)?;
@@ -458,10 +468,9 @@ impl ImageStore {
         Ok(Bytes::from(bytes))
     }
 
-    /// Makes sure the snapshot for one layer exists: waits for another pull making
-    /// it, or downloads and unpacks it.
+    /// Downloads and unpacks one layer into `staging/<chain-id>/fs`.
     #[allow(clippy::too_many_arguments)]
-    async fn ensure_layer(
+    async fn stage_layer(
         &self,
         name: &str,
         endpoint: &Endpoint,
@@ -469,14 +478,8 @@ impl ImageStore {
         job: LayerJob,
         staging: Arc<Staging>,
         progress: &Progress,
-        created: &Mutex<Vec<Digest>>,
-    ) -> Result<(), ImageError> {
+    ) -> Result<UnpackStats, ImageError> {
         let queued = progress.waiting();
-        let _same_layer = self.inner.layer_locks.lock(job.chain_id.as_str()).await;
-        let target = self.inner.layout.snapshot(&job.chain_id);
-        if target.join("fs").is_dir() {
-            return Ok(());
-        }
         let _slot = self
             .inner
             .download_slots
@@ -490,20 +493,51 @@ impl ImageStore {
         let _active = progress.downloading();
         drop(queued);
         progress.touch();
-        let layer_dir = staging.0.join(job.chain_id.hex());
-        let fs_dir = layer_dir.join("fs");
+        let fs_dir = staging.0.join(job.chain_id.hex()).join("fs");
         std::fs::create_dir_all(&fs_dir).map_err(ImageError::io("create", &fs_dir))?;
         self.download_and_unpack(
             name, endpoint, repository, &job, &fs_dir, &staging, progress,
         )
-        .await?;
-        if rename_into_place(&layer_dir, &target)
-            .map_err(ImageError::io("commit snapshot", &target))?
-        {
-            created
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(job.chain_id.clone());
+        .await
+    }
+
+    /// Renames the staged layers into `snapshots/`, bottom first, each after its
+    /// implied directories took their attributes from the layers below.
+    fn commit_layers(
+        &self,
+        name: &str,
+        chain: &[Digest],
+        missing: &[usize],
+        staged: &[UnpackStats],
+        staging: &Staging,
+        created: &Mutex<Vec<Digest>>,
+    ) -> Result<(), ImageError> {
+        let layout = &self.inner.layout;
+        for (&i, stats) in missing.iter().zip(staged) {
+            let layer_dir = staging.0.join(chain[i].hex());
+            let fs_dir = layer_dir.join("fs");
+            // Every lower layer is committed by now (this loop goes bottom up).
+            let lowers: Vec<PathBuf> = chain[..i]
+                .iter()
+                .rev()
+                .map(|lower| layout.snapshot_fs(lower))
+                .collect();
+            copy_up_implied_dirs(&fs_dir, &stats.implied_dirs, &lowers).map_err(|source| {
+                ImageError::Unpack {
+                    reference: name.to_owned(),
+                    digest: chain[i].clone(),
+                    source,
+                }
+            })?;
+            let target = layout.snapshot(&chain[i]);
+            if rename_into_place(&layer_dir, &target)
+                .map_err(ImageError::io("commit snapshot", &target))?
+            {
+                created
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(chain[i].clone());
+            }
         }
         Ok(())
     }
@@ -520,7 +554,7 @@ impl ImageStore {
         fs_dir: &Path,
         staging: &Arc<Staging>,
         progress: &Progress,
-    ) -> Result<(), ImageError> {
+    ) -> Result<UnpackStats, ImageError> {
         let digest = job.layer.digest.clone();
         let registry_err = |source| ImageError::Registry {
             reference: name.to_owned(),
@@ -582,7 +616,7 @@ impl ImageStore {
             });
         }
         verify_digest(name, "layer", &digest, &hasher.finish())?;
-        let (diff_id, _stats) = match unpacked {
+        let (diff_id, stats) = match unpacked {
             Ok(Ok(done)) => done,
             Ok(Err(UnpackFailure::Unpack(source))) => {
                 return Err(ImageError::Unpack {
@@ -614,7 +648,7 @@ impl ImageStore {
                 actual: diff_id,
             });
         }
-        Ok(())
+        Ok(stats)
     }
 }
 

@@ -21,14 +21,16 @@
 //!   carried by the layer itself are dropped: only the unpacker speaks overlayfs.
 //! * Owners, modes (incl. setuid/sticky), xattrs and mtimes are kept; directory
 //!   mtimes are set last, since creating children changes them.
+//! * A parent the layer does not name is made 0755 and reported; once the lower
+//!   layers are on disk, [`copy_up_implied_dirs`] copies their attributes onto it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
@@ -76,11 +78,14 @@ pub enum UnpackError {
 }
 
 /// What a layer held.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UnpackStats {
     pub entries: u64,
     /// Bytes of regular-file content written.
     pub bytes: u64,
+    /// Directories the layer implied (a child without its parent's entry), made
+    /// 0755 root; [`copy_up_implied_dirs`] gives them the lower layers' attributes.
+    pub implied_dirs: Vec<PathBuf>,
 }
 
 /// Unpacks the tar stream `reader` into the empty directory `dest`. The reader is
@@ -90,6 +95,7 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, Unpa
     let mut unpacker = Unpacker {
         root,
         dir_times: BTreeMap::new(),
+        implied: BTreeSet::new(),
         stats: UnpackStats::default(),
     };
     let mut archive = tar::Archive::new(reader);
@@ -98,7 +104,72 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, Unpa
         unpacker.apply(&mut entry)?;
     }
     unpacker.set_dir_times()?;
-    Ok(unpacker.stats)
+    let mut stats = unpacker.stats;
+    stats.implied_dirs = unpacker
+        .implied
+        .iter()
+        .map(|components| PathBuf::from(join_components(components)))
+        .collect();
+    Ok(stats)
+}
+
+/// Gives each directory a layer only implied the attributes (owner, mode, mtime)
+/// of the same directory in the nearest lower layer that has it, as containerd's
+/// `mkparent` does with its parent layers: otherwise the upper layer's 0755
+/// root-owned stand-in would hide, say, `/tmp`'s 1777 in the merged view.
+/// `lowers` are the lower snapshots' fs dirs, nearest first. A lower layer where
+/// the path is something else (file, symlink, whiteout) ends the search.
+pub fn copy_up_implied_dirs(
+    dest: &Path,
+    implied: &[PathBuf],
+    lowers: &[PathBuf],
+) -> Result<(), UnpackError> {
+    if implied.is_empty() {
+        return Ok(());
+    }
+    let root = open_root(dest)?;
+    let lower_roots = lowers
+        .iter()
+        .map(|lower| open_root(lower))
+        .collect::<Result<Vec<_>, _>>()?;
+    for path in implied {
+        let entry = path.to_string_lossy().into_owned();
+        let Some(source) = find_lower_dir(&lower_roots, path.as_os_str()) else {
+            continue;
+        };
+        let stat = nix::sys::stat::fstat(source.as_fd())
+            .map_err(|e| io_err(&entry, "stat lower dir", e.into()))?;
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(strict_resolve());
+        let dir = openat2(root.as_fd(), path.as_os_str(), how)
+            .map_err(|errno| resolve_err(&entry, errno))?;
+        let meta = Meta {
+            mode: stat.st_mode & 0o7777,
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            mtime: TimeSpec::new(stat.st_mtime, stat.st_mtime_nsec),
+            xattrs: Vec::new(),
+        };
+        apply_fd_meta(&entry, dir.as_fd(), &meta, true)?;
+    }
+    Ok(())
+}
+
+/// The directory at `path` in the nearest lower layer that has anything there.
+fn find_lower_dir(lowers: &[OwnedFd], path: &OsStr) -> Option<OwnedFd> {
+    for lower in lowers {
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(strict_resolve());
+        match openat2(lower.as_fd(), path, how) {
+            Ok(dir) => return Some(dir),
+            Err(Errno::ENOENT) => continue,
+            // A file, symlink or whiteout hides whatever lies below.
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 fn open_root(dest: &Path) -> Result<OwnedFd, UnpackError> {
@@ -126,6 +197,8 @@ struct Unpacker {
     root: OwnedFd,
     /// Directory mtimes, applied after every entry is in place.
     dir_times: BTreeMap<Vec<OsString>, TimeSpec>,
+    /// Directories made because an entry needed them, not named by the layer.
+    implied: BTreeSet<Vec<OsString>>,
     stats: UnpackStats,
 }
 
@@ -154,6 +227,7 @@ impl Unpacker {
         match kind {
             EntryType::Directory => {
                 self.make_dir(&name, &parent, last, &meta)?;
+                self.implied.remove(&components);
                 self.dir_times.insert(components.clone(), meta.mtime);
                 Ok(())
             }
@@ -195,7 +269,7 @@ impl Unpacker {
     /// Opens (and with `create`, makes) the directory `components` under the root
     /// without following any symlink.
     fn open_dir(
-        &self,
+        &mut self,
         entry: &str,
         components: &[OsString],
         create: bool,
@@ -211,18 +285,13 @@ impl Unpacker {
         }
         // Walk and make what is missing, one component at a time.
         let mut dir = reopen(&self.root).map_err(|e| io_err(entry, "open layer root", e))?;
-        for component in components {
+        for (depth, component) in components.iter().enumerate() {
             dir = match open_dir_in_root(dir.as_fd(), component.as_os_str()) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
-                    match mkdirat(
-                        dir.as_fd(),
-                        component.as_os_str(),
-                        Mode::from_bits_truncate(IMPLIED_DIR_MODE),
-                    ) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(errno) => return Err(io_err(entry, "mkdir parent", errno.into())),
-                    }
+                    make_implied_dir(dir.as_fd(), component.as_os_str())
+                        .map_err(|e| io_err(entry, "mkdir parent", e))?;
+                    self.implied.insert(components[..=depth].to_vec());
                     open_dir_in_root(dir.as_fd(), component.as_os_str())
                         .map_err(|errno| resolve_err(entry, errno))?
                 }
@@ -427,6 +496,23 @@ impl Unpacker {
         }
         Ok(())
     }
+}
+
+/// A parent directory no entry named: 0755 whatever the umask.
+fn make_implied_dir(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    match mkdirat(parent, name, Mode::from_bits_truncate(IMPLIED_DIR_MODE)) {
+        Ok(()) => {}
+        Err(Errno::EEXIST) => return Ok(()),
+        Err(errno) => return Err(errno.into()),
+    }
+    // Just made by us in a directory only we write to: not a symlink.
+    fchmodat(
+        parent,
+        name,
+        Mode::from_bits_truncate(IMPLIED_DIR_MODE),
+        FchmodatFlags::FollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Components of an entry path, or `None` if one of them is `..`.

@@ -477,3 +477,71 @@ fn later_entries_replace_earlier_ones() {
         "now a file"
     );
 }
+
+#[test]
+fn implied_parent_dirs_take_the_lower_layers_attributes() {
+    require_root();
+    let lower = Sandbox::new();
+    lower
+        .unpack(
+            Layer::new()
+                .entry(EntryType::Directory, "tmp", b"", |h| h.set_mode(0o1777))
+                .entry(EntryType::Directory, "home", b"", |h| {
+                    h.set_mode(0o750);
+                    h.set_uid(1000);
+                    h.set_gid(1000);
+                    h.set_mtime(500);
+                })
+                .file("notadir", b"file"),
+        )
+        .expect("unpack lower");
+    let upper = Sandbox::new();
+    let stats = upper
+        .unpack(
+            Layer::new()
+                .file("tmp/x", b"x")
+                .file("home/user/y", b"y")
+                .file("notadir/z", b"z")
+                .file("named/child", b"c")
+                .entry(EntryType::Directory, "named", b"", |h| h.set_mode(0o700)),
+        )
+        .expect("unpack upper");
+    let mut implied: Vec<String> = stats
+        .implied_dirs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    implied.sort();
+    assert_eq!(implied, vec!["home", "home/user", "notadir", "tmp"]);
+    coracle_image::unpack::copy_up_implied_dirs(
+        &upper.root,
+        &stats.implied_dirs,
+        std::slice::from_ref(&lower.root),
+    )
+    .expect("copy up");
+    let mode = |p: &str| fs::symlink_metadata(upper.root.join(p)).expect("lstat");
+    assert_eq!(mode("tmp").mode() & 0o7777, 0o1777);
+    assert_eq!(
+        (
+            mode("home").mode() & 0o7777,
+            mode("home").uid(),
+            mode("home").mtime()
+        ),
+        (0o750, 1000, 500)
+    );
+    assert_eq!(
+        mode("home/user").mode() & 0o7777,
+        0o755,
+        "not in the lower layer"
+    );
+    assert_eq!(
+        mode("notadir").mode() & 0o7777,
+        0o755,
+        "a file below hides nothing to copy"
+    );
+    assert_eq!(
+        mode("named").mode() & 0o7777,
+        0o700,
+        "an explicit entry wins"
+    );
+}
