@@ -19,7 +19,7 @@
 //!
 //! # Pull
 //!
-//! [`ImageStore::pull`] normalizes the reference ([`reference`]), tries each endpoint
+//! [`ImageStore::pull`] normalizes the reference ([`reference`](mod@reference)), tries each endpoint
 //! (mirrors in order, then upstream unless `no_upstream_fallback`), picks the node's
 //! platform from an index, verifies the config, then downloads the missing layers
 //! in parallel (at most `max_concurrent_downloads` across the store). Each layer

@@ -192,6 +192,29 @@ async fn concurrent_identical_pulls_do_the_work_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_of_images_sharing_a_layer_fetch_it_once() {
+    require_root();
+    let registry = registry();
+    let root = temp_root();
+    let store = open_store(root.path());
+    let busybox = registry.reference("busybox", "latest");
+    let httpd = registry.reference("httpd", "latest");
+    let user = registry.reference("user", "latest");
+    let (a, b, c) = tokio::join!(
+        store.pull(&busybox, None),
+        store.pull(&httpd, None),
+        store.pull(&user, None)
+    );
+    let (a, b, c) = (a.expect("busybox"), b.expect("httpd"), c.expect("user"));
+    assert_eq!(a.chain_ids[0], b.chain_ids[0]);
+    assert_eq!(a.chain_ids[0], c.chain_ids[0]);
+    // Three configs, the shared base layer once, httpd's and user's own layers.
+    assert_eq!(store.blob_fetches(), 3 + 1 + 2);
+    assert_eq!(names(&root.path().join("snapshots")).len(), 3);
+    assert!(names(&root.path().join("tmp")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn remove_drops_tags_then_the_image_and_its_unshared_snapshots() {
     require_root();
     let registry = registry();
