@@ -387,18 +387,18 @@ impl Inner {
         }
     }
 
-    /// Used by an image, a pull in progress or a container.
-    fn snapshot_referenced(&self, chain_id: &Digest) -> bool {
+    /// Used by an image, a pull in progress (`inflight`, held locked by the caller)
+    /// or a container.
+    fn snapshot_referenced_with(
+        &self,
+        chain_id: &Digest,
+        inflight: &HashMap<Digest, usize>,
+    ) -> bool {
         let by_image = self
             .lock_images()
             .values()
             .any(|image| image.chain_ids.contains(chain_id));
-        let by_pull = self
-            .inflight
-            .lock()
-            .map(|inflight| inflight.contains_key(chain_id))
-            .unwrap_or(true);
-        by_image || by_pull || self.snapshot_in_use(chain_id)
+        by_image || inflight.contains_key(chain_id) || self.snapshot_in_use(chain_id)
     }
 
     fn snapshot_in_use(&self, chain_id: &Digest) -> bool {
@@ -407,9 +407,13 @@ impl Inner {
             .any(|record| record.chain_ids.contains(chain_id))
     }
 
+    /// Removes unreferenced snapshots. The inflight map stays locked from check to
+    /// delete: a pull registers its chain ids there before it looks for existing
+    /// snapshots, so it either keeps a snapshot alive or sees it gone and fetches it.
     fn gc_snapshots(&self) -> Result<(), ImageError> {
+        let inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         for chain_id in self.layout.list_snapshots()? {
-            if !self.snapshot_referenced(&chain_id) {
+            if !self.snapshot_referenced_with(&chain_id, &inflight) {
                 tracing::info!(%chain_id, "removing unused snapshot");
                 self.layout.delete_snapshot(&chain_id)?;
             }

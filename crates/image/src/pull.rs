@@ -179,8 +179,14 @@ impl Drop for PullGuard<'_> {
             return;
         }
         let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()));
+        // Check and delete under the inflight lock, as the store's gc does.
+        let inflight = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for chain_id in created {
-            if !self.inner.snapshot_referenced(&chain_id) {
+            if !self.inner.snapshot_referenced_with(&chain_id, &inflight) {
                 if let Err(err) = self.inner.layout.delete_snapshot(&chain_id) {
                     tracing::warn!(%chain_id, error = %err, "rolling back a failed pull's snapshot");
                 }
