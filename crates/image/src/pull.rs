@@ -155,7 +155,9 @@ impl KeyedLocks {
 
 /// What the reference resolved to.
 struct Resolved {
-    endpoint: Endpoint,
+    /// The endpoint that had the manifest first, then the other candidates: blobs
+    /// are content-addressed, so any endpoint that has one will do.
+    endpoints: Vec<Endpoint>,
     /// The digest the reference names (an index's, for a multi-platform image).
     top_digest: Digest,
     manifest_digest: Digest,
@@ -240,7 +242,13 @@ impl ImageStore {
         let resolved = self.resolve(image_ref, auth, progress).await?;
         let config_desc = resolved.manifest.config.clone();
         let config_bytes = self
-            .fetch_config(&name, &resolved.endpoint, image_ref, &config_desc, progress)
+            .fetch_config(
+                &name,
+                &resolved.endpoints,
+                image_ref,
+                &config_desc,
+                progress,
+            )
             .await?;
         let config = parse_config(&config_desc.digest, &resolved.manifest, &config_bytes).map_err(
             |source| ImageError::Manifest {
@@ -286,7 +294,7 @@ impl ImageStore {
         let jobs = missing.iter().map(|&i| {
             self.stage_layer(
                 &name,
-                &resolved.endpoint,
+                &resolved.endpoints,
                 &image_ref.repository,
                 LayerJob {
                     layer: resolved.manifest.layers[i].clone(),
@@ -338,12 +346,16 @@ impl ImageStore {
         let name = image_ref.to_string();
         let candidates = endpoints(&self.inner.config, image_ref, auth);
         let mut last_error = None;
-        for endpoint in candidates {
+        for (i, endpoint) in candidates.iter().enumerate() {
             match self
                 .resolve_on(&name, image_ref, endpoint.clone(), progress)
                 .await
             {
-                Ok(resolved) => return Ok(resolved),
+                Ok(mut resolved) => {
+                    let others = candidates.iter().enumerate().filter(|(j, _)| *j != i);
+                    resolved.endpoints.extend(others.map(|(_, e)| e.clone()));
+                    return Ok(resolved);
+                }
                 Err(err) => {
                     tracing::info!(reference = %name, endpoint = %endpoint.describe(), error = %err, "endpoint failed");
                     last_error = Some(err);
@@ -415,7 +427,7 @@ impl ImageStore {
                 }
             };
         Ok(Resolved {
-            endpoint,
+            endpoints: vec![endpoint],
             top_digest,
             manifest_digest,
             manifest,
@@ -427,7 +439,7 @@ impl ImageStore {
     async fn fetch_config(
         &self,
         name: &str,
-        endpoint: &Endpoint,
+        endpoints: &[Endpoint],
         image_ref: &ImageRef,
         desc: &Descriptor,
         progress: &Progress,
@@ -449,11 +461,8 @@ impl ImageStore {
             source: Box::new(source),
         };
         let mut response = self
-            .inner
-            .client
-            .fetch_blob(endpoint, &image_ref.repository, &desc.digest)
-            .await
-            .map_err(registry_err)?;
+            .fetch_blob_anywhere(name, endpoints, &image_ref.repository, &desc.digest)
+            .await?;
         let mut bytes = Vec::new();
         while let Some(frame) = response.body.frame().await {
             let frame = frame.map_err(|source| {
@@ -479,7 +488,7 @@ impl ImageStore {
     async fn stage_layer(
         &self,
         name: &str,
-        endpoint: &Endpoint,
+        endpoints: &[Endpoint],
         repository: &str,
         job: LayerJob,
         staging: Arc<Staging>,
@@ -502,7 +511,7 @@ impl ImageStore {
         let fs_dir = staging.0.join(job.chain_id.hex()).join("fs");
         std::fs::create_dir_all(&fs_dir).map_err(ImageError::io("create", &fs_dir))?;
         self.download_and_unpack(
-            name, endpoint, repository, &job, &fs_dir, &staging, progress,
+            name, endpoints, repository, &job, &fs_dir, &staging, progress,
         )
         .await
     }
@@ -548,13 +557,46 @@ impl ImageStore {
         Ok(())
     }
 
+    /// The blob's response from the first endpoint that answers.
+    async fn fetch_blob_anywhere(
+        &self,
+        name: &str,
+        endpoints: &[Endpoint],
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<crate::registry::BlobResponse, ImageError> {
+        let mut last_error = None;
+        for endpoint in endpoints {
+            match self
+                .inner
+                .client
+                .fetch_blob(endpoint, repository, digest)
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(err) => {
+                    tracing::info!(reference = name, %digest, endpoint = %endpoint.describe(), error = %err, "blob fetch failed");
+                    last_error = Some(err);
+                }
+            }
+        }
+        Err(ImageError::Registry {
+            reference: name.to_owned(),
+            source: Box::new(last_error.unwrap_or_else(|| {
+                crate::registry::RegistryError::NotFound {
+                    url: format!("blob {digest}"),
+                }
+            })),
+        })
+    }
+
     /// Streams the blob into the unpacker, checking size and digest as bytes flow
     /// and the diff id when the stream ends.
     #[allow(clippy::too_many_arguments)]
     async fn download_and_unpack(
         &self,
         name: &str,
-        endpoint: &Endpoint,
+        endpoints: &[Endpoint],
         repository: &str,
         job: &LayerJob,
         fs_dir: &Path,
@@ -567,11 +609,8 @@ impl ImageStore {
             source: Box::new(source),
         };
         let mut response = self
-            .inner
-            .client
-            .fetch_blob(endpoint, repository, &digest)
-            .await
-            .map_err(registry_err)?;
+            .fetch_blob_anywhere(name, endpoints, repository, &digest)
+            .await?;
         progress.touch();
 
         let (tx, rx) = mpsc::channel::<Bytes>(STREAM_DEPTH);

@@ -120,6 +120,40 @@ async fn mirror_without_the_image_falls_back_to_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn blobs_missing_on_the_mirror_come_from_upstream() {
+    require_root();
+    let upstream = serving_busybox(Auth::None);
+    let mirror = serving_busybox(Auth::None);
+    mirror.retain(|path| !path.contains("/blobs/"));
+    let mut config = config();
+    config.registries.insert(
+        upstream.address().to_owned(),
+        RegistryConfig {
+            mirrors: vec![mirror.address().to_owned()],
+            ..RegistryConfig::default()
+        },
+    );
+    let root = temp_root();
+    let store = ImageStore::open(root.path(), config).expect("open");
+    store
+        .pull(&format!("{}/busybox:latest", upstream.address()), None)
+        .await
+        .expect("manifest from the mirror, blobs from upstream");
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|r| r.contains("/manifests/latest"))
+    );
+    let upstream_requests = upstream.requests();
+    assert!(
+        upstream_requests.iter().all(|r| r.contains("/blobs/")),
+        "{upstream_requests:?}"
+    );
+    assert_eq!(upstream_requests.len(), 2, "config and layer");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn air_gapped_registry_is_served_wholly_by_its_mirror() {
     require_root();
     let mirror = FakeRegistry::start(Auth::None);

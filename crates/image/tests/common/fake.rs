@@ -72,6 +72,15 @@ impl FakeRegistry {
             .insert(path.to_owned(), route);
     }
 
+    /// Keeps only the routes whose path passes `keep`.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.state
+            .lock()
+            .expect("state")
+            .routes
+            .retain(|path, _| keep(path));
+    }
+
     /// Request targets seen so far (path and query).
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().expect("state").requests.clone()
