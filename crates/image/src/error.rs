@@ -93,6 +93,8 @@ pub enum ImageError {
     BadContainerId(String),
     #[error("mount overlay on {target}: {source}")]
     Mount { target: PathBuf, source: nix::Error },
+    #[error("overlay path {0}: contains ',' or ':', which overlayfs options cannot carry")]
+    OverlayPath(PathBuf),
     #[error("unmount {target}: {source}")]
     Unmount { target: PathBuf, source: nix::Error },
 }

@@ -114,9 +114,49 @@ pub(crate) fn read_rootfs_records(containers: &Path) -> Vec<RootfsRecord> {
         .collect()
 }
 
+/// The mount data of one call is at most a page; past this, lower dirs are named
+/// by short `/proc/self/fd/N` paths instead (overlayfs resolves them at mount time).
+const MAX_MOUNT_DATA: usize = 4000;
+
 /// Mounts the overlay on `target` (which must exist).
 pub fn mount_overlay(layers: &RootfsLayers, target: &Path) -> Result<(), ImageError> {
-    let options = overlay_options(layers);
+    for path in layers
+        .lower_dirs
+        .iter()
+        .chain([&layers.upper_dir, &layers.work_dir])
+    {
+        // overlayfs splits its options at ',' and lowerdir at ':'.
+        let text = path.to_string_lossy();
+        if text.contains([',', ':']) {
+            return Err(ImageError::OverlayPath(path.clone()));
+        }
+    }
+    let mut options = overlay_options(layers);
+    // Keeps the fds open until the mount is done.
+    let mut _pinned = Vec::new();
+    if options.len() > MAX_MOUNT_DATA {
+        let mut short = layers.clone();
+        short.lower_dirs.clear();
+        for dir in &layers.lower_dirs {
+            let fd = nix::fcntl::open(
+                dir,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|source| ImageError::Mount {
+                target: dir.clone(),
+                source,
+            })?;
+            short.lower_dirs.push(PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&fd)
+            )));
+            _pinned.push(fd);
+        }
+        options = overlay_options(&short);
+    }
     mount(
         Some("overlay"),
         target,

@@ -72,3 +72,32 @@ async fn whiteout_image_overlay_shows_the_merged_view_and_runs_busybox() {
         "released layers collected"
     );
 }
+
+#[test]
+fn overlay_of_many_layers_with_long_paths_mounts() {
+    require_root();
+    let root = temp_root();
+    // 120 layers of ~100-byte paths: far past a page of mount options.
+    let lower_dirs: Vec<std::path::PathBuf> = (0..120)
+        .map(|i| {
+            let dir = root.path().join(format!("{i:03}-{}", "x".repeat(96)));
+            fs::create_dir(&dir).expect("mkdir layer");
+            fs::write(dir.join(format!("file{i}")), "layer").expect("write");
+            dir
+        })
+        .collect();
+    let layers = coracle_image::RootfsLayers {
+        lower_dirs,
+        upper_dir: root.path().join("upper"),
+        work_dir: root.path().join("work"),
+    };
+    fs::create_dir(&layers.upper_dir).expect("mkdir upper");
+    fs::create_dir(&layers.work_dir).expect("mkdir work");
+    let target = root.path().join("mnt");
+    fs::create_dir(&target).expect("mkdir mnt");
+    mount_overlay(&layers, &target).expect("mount 120 layers");
+    let mounted = Unmount(&target);
+    assert!(target.join("file0").is_file());
+    assert!(target.join("file119").is_file());
+    drop(mounted);
+}
