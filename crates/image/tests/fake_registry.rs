@@ -251,6 +251,18 @@ async fn bearer_token_from_the_challenge_realm() {
         "{token_requests:?}"
     );
 
+    // CRI's identity_token: an OAuth2 refresh token, POSTed to the realm.
+    let root = temp_root();
+    let store = ImageStore::open(root.path(), config()).expect("open");
+    let creds = Credentials {
+        identity_token: Some("pw".into()),
+        ..Credentials::default()
+    };
+    store
+        .pull(&reference, Some(creds))
+        .await
+        .expect("pull with an identity token");
+
     // CRI's registry_token is sent as is, no token server round trip.
     let root = temp_root();
     let store = ImageStore::open(root.path(), config()).expect("open");

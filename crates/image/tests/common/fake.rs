@@ -154,7 +154,7 @@ impl FakeRegistry {
 }
 
 fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) {
-    let Some((target, headers)) = read_request(&stream) else {
+    let Some((method, target, headers, body)) = read_full_request(&stream) else {
         return;
     };
     state.lock().expect("state").requests.push(target.clone());
@@ -181,6 +181,23 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
             }
         }
         Auth::Bearer { user, pass, token } => {
+            if path == "/token" && method == "POST" {
+                // OAuth2 refresh-token grant: the password doubles as the refresh token.
+                let form = String::from_utf8_lossy(&body);
+                if !form.contains("grant_type=refresh_token")
+                    || !form.contains(&format!("refresh_token={pass}"))
+                {
+                    return respond(&mut stream, 401, &[], b"", None);
+                }
+                let answer = format!("{{\"access_token\":\"{token}\"}}");
+                return respond(
+                    &mut stream,
+                    200,
+                    &[("Content-Type", "application/json")],
+                    answer.as_bytes(),
+                    None,
+                );
+            }
             if path == "/token" {
                 if authorization != basic(user, pass) {
                     return respond(&mut stream, 401, &[], b"", None);
@@ -236,10 +253,14 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
     }
 }
 
-fn read_request(stream: &TcpStream) -> Option<(String, HashMap<String, String>)> {
+/// Method, target, lowercase headers and body.
+type Request = (String, String, HashMap<String, String>, Vec<u8>);
+
+fn read_full_request(stream: &TcpStream) -> Option<Request> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
+    let method = line.split_whitespace().next()?.to_owned();
     let target = line.split_whitespace().nth(1)?.to_owned();
     let mut headers = HashMap::new();
     let mut content_length = 0usize;
@@ -260,7 +281,7 @@ fn read_request(stream: &TcpStream) -> Option<(String, HashMap<String, String>)>
     }
     let mut body = vec![0u8; content_length];
     reader.read_exact(&mut body).ok()?;
-    Some((target, headers))
+    Some((method, target, headers, body))
 }
 
 fn respond(
