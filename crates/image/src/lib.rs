@@ -446,3 +446,23 @@ fn matches_ref(image: &Image, image_ref: &ImageRef) -> bool {
         .tagged()
         .is_some_and(|tag| image.repo_tags.contains(&tag))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CRI service shares one store across tonic's tasks and spawns pulls.
+    #[test]
+    fn store_is_shareable_and_pulls_can_be_spawned() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>(_: &T) {}
+        send_sync::<ImageStore>();
+        let root = std::env::temp_dir().join(fsutil::unique_name("send-check"));
+        let store = ImageStore::open(&root, ImageConfig::default()).expect("open");
+        let pull = store.pull("busybox", None);
+        send(&pull);
+        drop(pull);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
