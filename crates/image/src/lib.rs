@@ -60,7 +60,10 @@ pub mod decompress;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+mod layer;
+mod locks;
 pub mod manifest;
+mod progress;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -81,7 +84,7 @@ pub use reference::ImageRef;
 pub use rootfs::{RootfsLayers, mount_overlay, unmount_overlay};
 pub use store::{FsUsage, Image};
 
-use pull::KeyedLocks;
+use locks::KeyedLocks;
 use registry::RegistryClient;
 use store::Layout;
 
