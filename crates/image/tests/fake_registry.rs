@@ -67,6 +67,33 @@ async fn corrupt_layer_blob_fails_and_leaves_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_moved_tag_leaves_the_old_image_by_digest_only() {
+    require_root();
+    let images = coracle_e2e::registry::test_images_dir().expect("test images");
+    let fake = FakeRegistry::start(Auth::None);
+    fake.serve_image("app", "v1", &images.join("busybox"), |_| {}, None);
+    let root = temp_root();
+    let store = ImageStore::open(root.path(), config()).expect("open");
+    let reference = format!("{}/app:v1", fake.address());
+    let old = store.pull(&reference, None).await.expect("pull v1");
+    fake.serve_image("app", "v1", &images.join("whiteout"), |_| {}, None);
+    let new = store.pull(&reference, None).await.expect("pull moved v1");
+    assert_ne!(old.id, new.id);
+    assert_eq!(store.status(&reference).map(|i| i.id), Some(new.id.clone()));
+    let old_now = store.status(&old.id.to_string()).expect("old image kept");
+    assert!(old_now.repo_tags.is_empty(), "{old_now:?}");
+    assert_eq!(old_now.repo_digests, old.repo_digests);
+
+    // tag + digest: fetched by digest, named by both.
+    let pinned = format!(
+        "{reference}@{}",
+        new.repo_digests[0].split_once('@').expect("digest").1
+    );
+    let again = store.pull(&pinned, None).await.expect("pull tag+digest");
+    assert_eq!(again.id, new.id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stalled_pull_is_cancelled_after_the_progress_timeout() {
     require_root();
     let fake = FakeRegistry::start(Auth::None);
