@@ -4,18 +4,23 @@
 //!
 //! # Registry client: our own, over hyper
 //!
-//! `oci-client` 0.18 was the alternative. It brings reqwest 0.13 whose `rustls`
-//! feature pulls aws-lc-rs (a cmake C build), a second `oci-spec` (0.10 beside the
-//! 0.8 `crates/oci` uses), chrono and regex; and its pull API hands back whole blobs
-//! or unverified streams, with no mirrors (`?ns=`), no progress timeout and no way to
-//! unpack while verifying. The protocol part we need is small: GET manifests (with
-//! the `Accept` distribution insists on) and blobs, follow redirects, answer the
-//! `WWW-Authenticate` challenge (bearer token, basic, OAuth2 refresh token for CRI's
-//! `identity_token`, CRI's `registry_token` as is). That is `registry.rs` (~500
-//! lines) over hyper + hyper-util, which tonic already brings into the workspace,
-//! plus rustls with *ring* and the system CA store. Layers: `flate2` (pure Rust
-//! backend), `ruzstd` (pure Rust; no libzstd build), `tar` (headers only; the
-//! unpacker is ours), `sha2`.
+//! `oci-client` 0.18 was the alternative, and it would have done the protocol
+//! well: `pull_blob_stream` verifies digests as bytes flow, `?ns=` mirrors exist
+//! per reference. What tipped it: its default `rustls-tls` makes reqwest 0.13 build
+//! aws-lc-rs (cmake and a large C build, on 2 shared cores); it adds a second
+//! `oci-spec` (0.10 beside the 0.8 `crates/oci` uses), chrono, regex, olpc-cjson,
+//! unicase and http-auth; its `pull()` buffers each layer in a `Vec`; it has no
+//! OAuth2 refresh-token grant for CRI's `identity_token`; and the mirror fallback
+//! order, the progress timeout and unpack-while-verifying would be ours anyway.
+//! What we need of the distribution API is small: GET manifests (with the `Accept`
+//! distribution insists on) and blobs, follow redirects (dropping credentials off
+//! host), answer the `WWW-Authenticate` challenge (bearer token with or without
+//! basic credentials, basic, refresh token; CRI's `registry_token` as is). That is
+//! `registry.rs` (about 600 lines with its tests) over hyper + hyper-util, which
+//! tonic already brings into the workspace, plus rustls with *ring* (a small C/asm
+//! build) and the system CA store. Layers: `flate2` (pure Rust miniz_oxide),
+//! `ruzstd` (pure Rust; no libzstd build), `tar` (header parsing only; unpacking is
+//! ours), `sha2`.
 //!
 //! # Pull
 //!
