@@ -169,12 +169,36 @@ fn scheme_for(config: &ImageConfig, host: &str) -> &'static str {
     }
 }
 
+/// A token is reused only for the same host, repository and credentials: a pull
+/// with no or other credentials (another pod's pull secret) must not ride on it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TokenKey {
+    authority: String,
+    repository: String,
+    credentials: Option<Digest>,
+}
+
+fn fingerprint(credentials: Option<&Credentials>) -> Option<Digest> {
+    let credentials = credentials?;
+    let mut text = String::new();
+    if let Some((user, pass)) = credentials.user_pass() {
+        text.push_str(&format!("basic\0{user}\0{pass}\0"));
+    }
+    if let Some(token) = &credentials.identity_token {
+        text.push_str(&format!("identity\0{token}\0"));
+    }
+    if let Some(token) = &credentials.registry_token {
+        text.push_str(&format!("registry\0{token}\0"));
+    }
+    (!text.is_empty()).then(|| Digest::of(text.as_bytes()))
+}
+
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub struct RegistryClient {
     http: HttpClient,
-    /// Bearer tokens by (endpoint authority, repository).
-    tokens: Mutex<HashMap<(String, String), String>>,
+    /// Authorization values by host, repository and the credentials that got them.
+    tokens: Mutex<HashMap<TokenKey, String>>,
     /// How many blob GETs were sent (tests check that concurrent pulls share work).
     blob_fetches: AtomicU64,
     request_timeout: Duration,
@@ -249,35 +273,40 @@ impl RegistryClient {
         url: &str,
         accept: Option<&str>,
     ) -> Result<Response<Incoming>, RegistryError> {
-        let key = (endpoint.authority.clone(), repository.to_owned());
-        let mut authorization = self.cached_authorization(endpoint, &key);
-        let mut retried_auth = false;
         let mut url = url.to_owned();
-        let mut same_host = true;
-        for _ in 0..MAX_REDIRECTS {
-            let auth_header = if same_host {
-                authorization.as_deref()
+        // Hosts whose challenge was answered once already in this request.
+        let mut answered: Vec<String> = Vec::new();
+        for _ in 0..MAX_REDIRECTS + 2 {
+            let authority = authority_of(&url).unwrap_or_default();
+            // Credentials go to the endpoint's host only; a host it redirects to
+            // (registry.k8s.io -> *.pkg.dev, blob storage) gets an anonymous token
+            // if it asks for one, and nothing otherwise.
+            let credentials = if authority == endpoint.authority {
+                endpoint.credentials.as_ref()
             } else {
                 None
             };
+            let key = TokenKey {
+                authority: authority.clone(),
+                repository: repository.to_owned(),
+                credentials: fingerprint(credentials),
+            };
+            let authorization = self.cached_authorization(credentials, &key);
             let response = self
-                .send(Method::GET, &url, accept, auth_header, None)
+                .send(Method::GET, &url, accept, authorization.as_deref(), None)
                 .await?;
             let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !retried_auth && same_host {
-                retried_auth = true;
+            if status == StatusCode::UNAUTHORIZED && !answered.contains(&authority) {
+                answered.push(authority);
                 let challenge = response
                     .headers()
                     .get(WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                authorization = Some(
-                    self.authorize(endpoint, repository, &url, challenge.as_deref())
-                        .await?,
-                );
-                if let Some(value) = &authorization {
-                    self.remember(&key, value);
-                }
+                let value = self
+                    .authorize(credentials, repository, &url, challenge.as_deref())
+                    .await?;
+                self.remember(key, value);
                 continue;
             }
             if status.is_redirection() {
@@ -289,9 +318,7 @@ impl RegistryClient {
                         url: url.clone(),
                         reason: "redirect without location".to_owned(),
                     })?;
-                let next = resolve_location(&url, location)?;
-                same_host = authority_of(&next) == Some(endpoint.authority.clone());
-                url = next;
+                url = resolve_location(&url, location)?;
                 continue;
             }
             return check_status(&url, response).await;
@@ -299,12 +326,12 @@ impl RegistryClient {
         Err(RegistryError::Redirects { url })
     }
 
-    fn cached_authorization(&self, endpoint: &Endpoint, key: &(String, String)) -> Option<String> {
-        if let Some(token) = endpoint
-            .credentials
-            .as_ref()
-            .and_then(|c| c.registry_token.clone())
-        {
+    fn cached_authorization(
+        &self,
+        credentials: Option<&Credentials>,
+        key: &TokenKey,
+    ) -> Option<String> {
+        if let Some(token) = credentials.and_then(|c| c.registry_token.clone()) {
             return Some(format!("Bearer {token}"));
         }
         self.tokens
@@ -313,21 +340,20 @@ impl RegistryClient {
             .and_then(|tokens| tokens.get(key).cloned())
     }
 
-    fn remember(&self, key: &(String, String), value: &str) {
+    fn remember(&self, key: TokenKey, value: String) {
         if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.insert(key.clone(), value.to_owned());
+            tokens.insert(key, value);
         }
     }
 
     /// The Authorization value that answers `challenge`.
     async fn authorize(
         &self,
-        endpoint: &Endpoint,
+        credentials: Option<&Credentials>,
         repository: &str,
         url: &str,
         challenge: Option<&str>,
     ) -> Result<String, RegistryError> {
-        let credentials = endpoint.credentials.as_ref();
         let unauthorized = |hint: &str| RegistryError::Unauthorized {
             url: url.to_owned(),
             hint: hint.to_owned(),

@@ -94,6 +94,32 @@ async fn a_moved_tag_leaves_the_old_image_by_digest_only() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn redirect_to_a_host_wanting_an_anonymous_token_is_followed() {
+    require_root();
+    // As registry.k8s.io sends clients to a *.pkg.dev registry with its own realm.
+    let backend = serving_busybox(Auth::Bearer {
+        user: String::new(),
+        pass: String::new(),
+        token: "anon".into(),
+    });
+    let front = FakeRegistry::start(Auth::Basic {
+        user: "carol".into(),
+        pass: "front-only".into(),
+    });
+    front.redirect_to(&backend, "/v2/");
+    let root = temp_root();
+    let store = ImageStore::open(root.path(), config()).expect("open");
+    store
+        .pull(
+            &format!("{}/busybox:latest", front.address()),
+            Some(Credentials::basic("carol", "front-only")),
+        )
+        .await
+        .expect("pull through the redirect");
+    assert!(backend.requests().iter().any(|r| r.starts_with("/token?")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stalled_pull_is_cancelled_after_the_progress_timeout() {
     require_root();
     let fake = FakeRegistry::start(Auth::None);
@@ -277,6 +303,13 @@ async fn bearer_token_from_the_challenge_realm() {
             .any(|r| r.contains("service=fake") && r.contains("scope=repository%3Abusybox%3Apull")),
         "{token_requests:?}"
     );
+
+    // A token got with credentials is not reused by a pull without them.
+    let err = store
+        .pull(&reference, None)
+        .await
+        .expect_err("no credentials, no token");
+    assert!(err.to_string().contains("unauthorized"), "{err}");
 
     // CRI's identity_token: an OAuth2 refresh token, POSTed to the realm.
     let root = temp_root();

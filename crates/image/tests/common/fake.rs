@@ -29,6 +29,8 @@ pub struct Route {
     pub body: Vec<u8>,
     /// Send this many body bytes, then hang.
     pub stall_after: Option<usize>,
+    /// Answer 307 with this `Location`.
+    pub redirect: Option<String>,
 }
 
 #[derive(Default)]
@@ -70,6 +72,29 @@ impl FakeRegistry {
             .expect("state")
             .routes
             .insert(path.to_owned(), route);
+    }
+
+    /// Redirects every route of `other` whose path starts with `prefix` to it.
+    pub fn redirect_to(&self, other: &FakeRegistry, prefix: &str) {
+        let paths: Vec<String> = other
+            .state
+            .lock()
+            .expect("state")
+            .routes
+            .keys()
+            .filter(|p| p.starts_with(prefix))
+            .cloned()
+            .collect();
+        for path in paths {
+            let location = format!("http://{}{path}", other.address());
+            self.add(
+                &path,
+                Route {
+                    redirect: Some(location),
+                    ..Route::default()
+                },
+            );
+        }
     }
 
     /// Keeps only the routes whose path passes `keep`.
@@ -117,6 +142,7 @@ impl FakeRegistry {
             content_type: Some(media_type),
             body: manifest_bytes,
             stall_after: None,
+            redirect: None,
         };
         self.add(
             &format!("/v2/{repo}/manifests/{tag}"),
@@ -199,7 +225,8 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
                 );
             }
             if path == "/token" {
-                if authorization != basic(user, pass) {
+                // An empty user means anonymous tokens, as public registries give.
+                if !user.is_empty() && authorization != basic(user, pass) {
                     return respond(&mut stream, 401, &[], b"", None);
                 }
                 let body = format!("{{\"token\":\"{token}\"}}");
@@ -230,6 +257,10 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
     }
     let route = state.lock().expect("state").routes.get(&path).cloned();
     match route {
+        Some(Route {
+            redirect: Some(location),
+            ..
+        }) => respond(&mut stream, 307, &[("Location", &location)], b"", None),
         Some(route) => {
             let content_type = route
                 .content_type
