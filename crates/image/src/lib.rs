@@ -135,7 +135,8 @@ impl ImageStore {
             root: root.to_owned(),
         };
         layout.prepare()?;
-        let images = layout.load_images()?;
+        let mut images = layout.load_images()?;
+        drop_broken_images(&layout, &mut images)?;
         let client = RegistryClient::new(config.progress_timeout).map_err(|source| {
             ImageError::Registry {
                 reference: String::new(),
@@ -437,6 +438,30 @@ impl Inner {
             }
         }
     }
+}
+
+/// An image whose snapshot is gone (a disk cleaned by hand, a crash in a delete)
+/// cannot start containers: forget it, so kubelet pulls it again.
+fn drop_broken_images(
+    layout: &Layout,
+    images: &mut BTreeMap<Digest, Image>,
+) -> Result<(), ImageError> {
+    let broken: Vec<Digest> = images
+        .values()
+        .filter(|image| {
+            image
+                .chain_ids
+                .iter()
+                .any(|chain_id| !layout.snapshot_fs(chain_id).is_dir())
+        })
+        .map(|image| image.id.clone())
+        .collect();
+    for id in broken {
+        tracing::warn!(%id, "image lost a layer snapshot; forgetting it");
+        layout.delete_image(&id)?;
+        images.remove(&id);
+    }
+    Ok(())
 }
 
 fn parse_id(key: &str) -> Option<Digest> {
