@@ -137,6 +137,7 @@ impl ImageStore {
         layout.prepare()?;
         let mut images = layout.load_images()?;
         drop_broken_images(&layout, &mut images)?;
+        drop_unreferenced_blobs(&layout, &images)?;
         let client = RegistryClient::new(config.progress_timeout).map_err(|source| {
             ImageError::Registry {
                 reference: String::new(),
@@ -460,6 +461,32 @@ fn drop_broken_images(
         tracing::warn!(%id, "image lost a layer snapshot; forgetting it");
         layout.delete_image(&id)?;
         images.remove(&id);
+    }
+    Ok(())
+}
+
+/// Blobs a crash left between a pull's blob writes and its record.
+fn drop_unreferenced_blobs(
+    layout: &Layout,
+    images: &BTreeMap<Digest, Image>,
+) -> Result<(), ImageError> {
+    let dir = layout.blobs();
+    for entry in std::fs::read_dir(&dir).map_err(ImageError::io("read", &dir))? {
+        let name = entry.map_err(ImageError::io("read", &dir))?.file_name();
+        let Ok(digest) = Digest::parse(&format!("sha256:{}", name.to_string_lossy())) else {
+            continue;
+        };
+        let used = images.values().any(|image| {
+            image.id == digest
+                || image.manifest_digest == digest
+                || image
+                    .repo_digests
+                    .iter()
+                    .any(|d| d.ends_with(digest.as_str()))
+        });
+        if !used {
+            layout.delete_blob(&digest)?;
+        }
     }
     Ok(())
 }

@@ -278,7 +278,8 @@ async fn records_survive_reopen_and_leftovers_are_swept() {
             .await
             .expect("pull")
     };
-    // What a crash could leave: a staging dir, a temp record, an orphan snapshot.
+    // What a crash could leave: a staging dir, a temp record, an orphan snapshot
+    // and blob.
     fs::create_dir_all(root.path().join("tmp/.tmp-pull-1/x/fs")).expect("mkdir");
     fs::write(root.path().join("images/.tmp-abc.json-1-2-3"), "{").expect("write");
     let orphan = root
@@ -287,6 +288,8 @@ async fn records_survive_reopen_and_leftovers_are_swept() {
         .join("a".repeat(64))
         .join("fs");
     fs::create_dir_all(&orphan).expect("mkdir orphan");
+    let orphan_blob = root.path().join("blobs/sha256").join("b".repeat(64));
+    fs::write(&orphan_blob, "{}").expect("write orphan blob");
 
     let store = open_store(root.path());
     assert_eq!(store.list(), vec![image.clone()]);
@@ -296,6 +299,12 @@ async fn records_survive_reopen_and_leftovers_are_swept() {
         vec![format!("{}.json", image.id.hex())]
     );
     assert!(!orphan.exists(), "unreferenced snapshot removed at open");
+    assert!(!orphan_blob.exists(), "unreferenced blob removed at open");
+    assert_eq!(
+        names(&root.path().join("blobs/sha256")).len(),
+        2,
+        "manifest and config kept"
+    );
     assert!(
         snapshot_fs(root.path(), &image.chain_ids[0])
             .join("bin/busybox")
