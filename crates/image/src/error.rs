@@ -20,6 +20,8 @@ pub enum ImageError {
         reference: String,
         source: Box<RegistryError>,
     },
+    #[error("registry client setup: {0}")]
+    Client(Box<RegistryError>),
     #[error("pull {reference}: no endpoint to try (upstream fallback disabled and no mirror)")]
     NoEndpoint { reference: String },
     #[error("pull {reference}: {source}")]

@@ -138,12 +138,8 @@ impl ImageStore {
         let mut images = layout.load_images()?;
         drop_broken_images(&layout, &mut images)?;
         drop_unreferenced_blobs(&layout, &images)?;
-        let client = RegistryClient::new(config.progress_timeout).map_err(|source| {
-            ImageError::Registry {
-                reference: String::new(),
-                source: Box::new(source),
-            }
-        })?;
+        let client = RegistryClient::new(config.progress_timeout)
+            .map_err(|source| ImageError::Client(Box::new(source)))?;
         let slots = config.max_concurrent_downloads.max(1);
         let store = ImageStore {
             inner: Inner {
