@@ -107,3 +107,77 @@ impl ImageError {
         move |source| Self::Io { op, path, source }
     }
 }
+
+/// What kind of failure, for the CRI layer's one mapping to gRPC codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A malformed reference, id or container id; an ambiguous short id.
+    InvalidArgument,
+    /// No such image here, or the registry has no such image or platform.
+    NotFound,
+    /// The registry refused the credentials (or wanted some).
+    Unauthenticated,
+    /// The registry could not be reached or broke off.
+    Unavailable,
+    /// The pull made no progress for `progress_timeout`.
+    DeadlineExceeded,
+    /// Content did not match its digest or size.
+    DataLoss,
+    Internal,
+}
+
+impl ImageError {
+    pub fn kind(&self) -> ErrorKind {
+        use crate::manifest::ManifestError;
+        match self {
+            Self::Reference(_) | Self::BadContainerId(_) | Self::Ambiguous(_) => {
+                ErrorKind::InvalidArgument
+            }
+            Self::NotFound(_)
+            | Self::Manifest {
+                source: ManifestError::NoMatchingPlatform { .. },
+                ..
+            } => ErrorKind::NotFound,
+            Self::Registry { source, .. } => match source.as_ref() {
+                RegistryError::NotFound { .. } => ErrorKind::NotFound,
+                RegistryError::Unauthorized { .. } => ErrorKind::Unauthenticated,
+                RegistryError::Http { .. }
+                | RegistryError::Body { .. }
+                | RegistryError::Timeout { .. }
+                | RegistryError::Status { .. } => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+            Self::ProgressTimeout { .. } => ErrorKind::DeadlineExceeded,
+            Self::DigestMismatch { .. }
+            | Self::SizeMismatch { .. }
+            | Self::DiffIdMismatch { .. } => ErrorKind::DataLoss,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_the_failure() {
+        let bad =
+            ImageError::from(crate::reference::ImageRef::parse("UPPER").expect_err("invalid"));
+        assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(ImageError::NotFound("x".into()).kind(), ErrorKind::NotFound);
+        let denied = ImageError::Registry {
+            reference: "r".into(),
+            source: Box::new(RegistryError::Unauthorized {
+                url: "u".into(),
+                hint: String::new(),
+            }),
+        };
+        assert_eq!(denied.kind(), ErrorKind::Unauthenticated);
+        let stalled = ImageError::ProgressTimeout {
+            reference: "r".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(stalled.kind(), ErrorKind::DeadlineExceeded);
+    }
+}

@@ -83,7 +83,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use config::{Credentials, ImageConfig, RegistryConfig};
 pub use digest::Digest;
-pub use error::ImageError;
+pub use error::{ErrorKind, ImageError};
 pub use manifest::RunConfig;
 pub use reference::ImageRef;
 pub use rootfs::{RootfsLayers, mount_overlay, unmount_overlay};
