@@ -204,12 +204,14 @@ struct Unpacker {
 
 impl Unpacker {
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        // Names are bytes: a non-UTF-8 name must land (and be whited out) as is.
+        let raw_name = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw_name).into_owned();
         let kind = entry.header().entry_type();
         if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
             return Ok(());
         }
-        let components = split_entry_path(&name).ok_or_else(|| UnpackError::PathTraversal {
+        let components = split_entry_path(&raw_name).ok_or_else(|| UnpackError::PathTraversal {
             entry: name.clone(),
         })?;
         let Some((last, parents)) = components.split_last() else {
@@ -219,9 +221,8 @@ impl Unpacker {
         self.stats.entries += 1;
         let meta = read_meta(entry, &name)?;
         let parent = self.open_dir(&name, parents, true)?;
-        let last_str = last.to_string_lossy();
-        if last_str.starts_with(WHITEOUT_PREFIX) {
-            return self.apply_whiteout(&name, &parent, &last_str, &meta);
+        if last.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            return self.apply_whiteout(&name, &parent, last.as_bytes(), &meta);
         }
         self.clear_way(&name, &parent, last, kind == EntryType::Directory)?;
         match kind {
@@ -244,7 +245,7 @@ impl Unpacker {
             EntryType::Link => {
                 let target = entry
                     .link_name_bytes()
-                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .map(|t| t.into_owned())
                     .unwrap_or_default();
                 self.make_hardlink(&name, &parent, last, &target)
             }
@@ -305,25 +306,25 @@ impl Unpacker {
         &mut self,
         entry: &str,
         parent: &OwnedFd,
-        last: &str,
+        last: &[u8],
         meta: &Meta,
     ) -> Result<(), UnpackError> {
-        if last == WHITEOUT_OPAQUE {
+        if last == WHITEOUT_OPAQUE.as_bytes() {
             let dir = reopen_readable_dir(parent).map_err(|e| io_err(entry, "open dir", e))?;
             return fsetxattr(dir.as_fd(), OPAQUE_XATTR, b"y")
                 .map_err(|e| io_err(entry, "set opaque xattr", e));
         }
-        if last.starts_with(WHITEOUT_META_PREFIX) {
+        if last.starts_with(WHITEOUT_META_PREFIX.as_bytes()) {
             // Other `.wh..wh.` names are aufs bookkeeping (e.g. `.wh..wh.plnk`).
             return Ok(());
         }
         let target = &last[WHITEOUT_PREFIX.len()..];
-        if target.is_empty() || target == "." || target == ".." {
+        if target.is_empty() || target == b"." || target == b".." {
             return Err(UnpackError::WhiteoutOutside {
                 entry: entry.to_owned(),
             });
         }
-        let target = OsStr::new(target);
+        let target = OsStr::from_bytes(target);
         self.clear_way(entry, parent, target, false)?;
         mknodat(
             parent.as_fd(),
@@ -428,11 +429,11 @@ impl Unpacker {
         entry: &str,
         parent: &OwnedFd,
         name: &OsStr,
-        target: &str,
+        target: &[u8],
     ) -> Result<(), UnpackError> {
         let outside = || UnpackError::HardlinkOutside {
             entry: entry.to_owned(),
-            target: target.to_owned(),
+            target: String::from_utf8_lossy(target).into_owned(),
         };
         let components = split_entry_path(target).ok_or_else(outside)?;
         let (target_name, target_parents) = components.split_last().ok_or_else(outside)?;
@@ -516,13 +517,13 @@ fn make_implied_dir(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 }
 
 /// Components of an entry path, or `None` if one of them is `..`.
-fn split_entry_path(path: &str) -> Option<Vec<OsString>> {
+fn split_entry_path(path: &[u8]) -> Option<Vec<OsString>> {
     let mut components = Vec::new();
-    for part in path.split('/') {
+    for part in path.split(|b| *b == b'/') {
         match part {
-            "" | "." => continue,
-            ".." => return None,
-            other => components.push(OsString::from(other)),
+            b"" | b"." => continue,
+            b".." => return None,
+            other => components.push(OsString::from_vec(other.to_vec())),
         }
     }
     Some(components)
@@ -803,7 +804,7 @@ mod tests {
     #[test]
     fn entry_paths_drop_dots_and_leading_slashes_but_refuse_dotdot() {
         let parts = |p: &str| {
-            split_entry_path(p).map(|v| {
+            split_entry_path(p.as_bytes()).map(|v| {
                 v.iter()
                     .map(|c| c.to_string_lossy().into_owned())
                     .collect::<Vec<_>>()

@@ -21,15 +21,14 @@ impl Layer {
         Self(tar::Builder::new(Vec::new()))
     }
 
-    fn entry(
+    fn entry_raw(
         mut self,
         kind: EntryType,
-        path: &str,
+        name: &[u8],
         data: &[u8],
         edit: impl FnOnce(&mut Header),
     ) -> Self {
         let mut header = Header::new_ustar();
-        let name = path.as_bytes();
         header.as_old_mut().name[..name.len()].copy_from_slice(name);
         header.set_entry_type(kind);
         header.set_size(data.len() as u64);
@@ -43,6 +42,16 @@ impl Layer {
         header.set_cksum();
         self.0.append(&header, data).expect("append");
         self
+    }
+
+    fn entry(
+        self,
+        kind: EntryType,
+        path: &str,
+        data: &[u8],
+        edit: impl FnOnce(&mut Header),
+    ) -> Self {
+        self.entry_raw(kind, path.as_bytes(), data, edit)
     }
 
     fn file(self, path: &str, data: &[u8]) -> Self {
@@ -543,5 +552,31 @@ fn implied_parent_dirs_take_the_lower_layers_attributes() {
         mode("named").mode() & 0o7777,
         0o700,
         "an explicit entry wins"
+    );
+}
+
+#[test]
+fn non_utf8_names_land_and_are_whited_out_byte_for_byte() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sandbox = Sandbox::new();
+    sandbox
+        .unpack(
+            Layer::new()
+                .entry_raw(EntryType::Regular, b"caf\xe9", b"latin-1", |_| {})
+                .entry_raw(EntryType::Regular, b".wh.na\xefve", b"", |_| {}),
+        )
+        .expect("unpack");
+    let names: Vec<Vec<u8>> = fs::read_dir(&sandbox.root)
+        .expect("read")
+        .map(|e| e.expect("entry").file_name().as_bytes().to_vec())
+        .collect();
+    assert!(names.contains(&b"caf\xe9".to_vec()), "{names:?}");
+    let whiteout = sandbox.root.join(std::ffi::OsStr::from_bytes(b"na\xefve"));
+    assert!(
+        fs::symlink_metadata(whiteout)
+            .expect("lstat")
+            .file_type()
+            .is_char_device()
     );
 }
