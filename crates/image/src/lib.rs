@@ -59,6 +59,18 @@
 //! [`ImageStore::prepare_rootfs`] records which snapshots a container holds
 //! (`containers/<id>/rootfs.json`) and makes its upper/work dirs;
 //! [`rootfs::mount_overlay`] mounts them; [`ImageStore::release_rootfs`] lets go.
+//! Snapshots stay while a container record names them ([`ImageStore::snapshot_in_use`]),
+//! even after their image is removed. Past a page of mount options (many layers),
+//! lower dirs are named by `/proc/self/fd/N`.
+//!
+//! # Not yet
+//!
+//! * HTTPS is only exercised by unit tests (no TLS registry in the test setup); no
+//!   per-registry CA file or skip-verify option; HTTP/1.1 only.
+//! * Layer blobs are not kept, so images cannot be pushed or exported from here.
+//! * amd64 micro-architecture variants (`v2`, `v3`) in an index are not matched.
+//! * A blob fetch that fails mid-stream is not resumed or retried on another endpoint.
+//! * The pull benchmark against `skopeo copy` (issue 4, item 7) is not written.
 
 pub mod config;
 pub mod decompress;
