@@ -19,6 +19,8 @@ pub struct RegistryConfig {
     pub no_upstream_fallback: bool,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM certificates trusted for this host on top of the system's (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]

@@ -65,8 +65,8 @@
 //!
 //! # Not yet
 //!
-//! * HTTPS is only exercised by unit tests (no TLS registry in the test setup); no
-//!   per-registry CA file or skip-verify option; HTTP/1.1 only.
+//! * HTTPS is tested against a local TLS registry with a private CA (`ca_file`), not
+//!   against the public ones (no internet here); no skip-verify option; HTTP/1.1 only.
 //! * Layer blobs are not kept, so images cannot be pushed or exported from here.
 //! * amd64 micro-architecture variants (`v2`, `v3`) in an index are not matched.
 //! * A blob fetch that fails mid-stream is not resumed or retried on another endpoint.
@@ -150,8 +150,8 @@ impl ImageStore {
         let mut images = layout.load_images()?;
         drop_broken_images(&layout, &mut images)?;
         drop_unreferenced_blobs(&layout, &images)?;
-        let client = RegistryClient::new(config.progress_timeout)
-            .map_err(|source| ImageError::Client(Box::new(source)))?;
+        let client =
+            RegistryClient::new(&config).map_err(|source| ImageError::Client(Box::new(source)))?;
         let slots = config.max_concurrent_downloads.max(1);
         let store = ImageStore {
             inner: Inner {

@@ -62,6 +62,11 @@ pub enum RegistryError {
     Redirects { url: String },
     #[error("tls setup: {0}")]
     Tls(std::io::Error),
+    #[error("ca file {path}: {reason}")]
+    CaFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 impl RegistryError {
@@ -197,6 +202,8 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub struct RegistryClient {
     http: HttpClient,
+    /// Clients for hosts with their own CA file.
+    per_host: HashMap<String, HttpClient>,
     /// Authorization values by host, repository and the credentials that got them.
     tokens: Mutex<HashMap<TokenKey, String>>,
     /// How many blob GETs were sent (tests check that concurrent pulls share work).
@@ -211,15 +218,20 @@ pub struct BlobResponse {
 }
 
 impl RegistryClient {
-    pub fn new(request_timeout: Duration) -> Result<Self, RegistryError> {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config()?);
-        let connector = builder.https_or_http().enable_http1().build();
-        let http = Client::builder(TokioExecutor::new()).build(connector);
+    pub fn new(config: &ImageConfig) -> Result<Self, RegistryError> {
+        let http = http_client(tls_config(None)?);
+        let mut per_host = HashMap::new();
+        for (host, registry) in &config.registries {
+            if let Some(ca_file) = &registry.ca_file {
+                per_host.insert(host.clone(), http_client(tls_config(Some(ca_file))?));
+            }
+        }
         Ok(Self {
             http,
+            per_host,
             tokens: Mutex::new(HashMap::new()),
             blob_fetches: AtomicU64::new(0),
-            request_timeout,
+            request_timeout: config.progress_timeout,
         })
     }
 
@@ -484,7 +496,10 @@ impl RegistryClient {
                 url: url.to_owned(),
                 reason: err.to_string(),
             })?;
-        match tokio::time::timeout(self.request_timeout, self.http.request(request)).await {
+        let client = authority_of(url)
+            .and_then(|authority| self.per_host.get(&authority))
+            .unwrap_or(&self.http);
+        match tokio::time::timeout(self.request_timeout, client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(source)) => Err(RegistryError::Http {
                 method,
@@ -531,9 +546,20 @@ impl RegistryClient {
     }
 }
 
+fn http_client(tls: rustls::ClientConfig) -> HttpClient {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
 /// rustls with ring (no C toolchain beyond ring's own) and the node's CA store, as
-/// containerd uses the system roots.
-fn tls_config() -> Result<rustls::ClientConfig, RegistryError> {
+/// containerd uses the system roots; plus `ca_file`'s certificates when given.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, RegistryError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for error in &native.errors {
@@ -542,6 +568,22 @@ fn tls_config() -> Result<rustls::ClientConfig, RegistryError> {
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
     if added == 0 {
         tracing::warn!("no system CA certificates; HTTPS registries will fail");
+    }
+    if let Some(path) = ca_file {
+        let ca_err = |reason: String| RegistryError::CaFile {
+            path: path.to_owned(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|err| ca_err(err.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| ca_err(err.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_err("no certificate in the file".to_owned()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|err| ca_err(err.to_string()))?;
+        }
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)

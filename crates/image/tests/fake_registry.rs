@@ -119,6 +119,127 @@ async fn redirect_to_a_host_wanting_an_anonymous_token_is_followed() {
     assert!(backend.requests().iter().any(|r| r.starts_with("/token?")));
 }
 
+/// A throwaway CA and a certificate it signed for 127.0.0.1, made with the openssl
+/// CLI: (ca.pem, cert.pem, key.pem).
+fn test_pki(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &[
+            "-days",
+            "1",
+            "-subj",
+            "/CN=coracle-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"],
+        &ec[..],
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_mirror_is_verified_against_its_ca_file() {
+    require_root();
+    let certs = temp_root();
+    let (ca, cert, key) = test_pki(certs.path());
+    let mirror = FakeRegistry::start_tls(Auth::None, &cert, &key);
+    mirror.serve_image("library/busybox", "latest", &busybox_layout(), |_| {}, None);
+    let registry_config = |ca_file: Option<PathBuf>| {
+        let mut config = config();
+        config.registries.insert(
+            "docker.io".to_owned(),
+            RegistryConfig {
+                mirrors: vec![format!("https://{}", mirror.address())],
+                no_upstream_fallback: true,
+                ..RegistryConfig::default()
+            },
+        );
+        config.registries.insert(
+            mirror.address().to_owned(),
+            RegistryConfig {
+                ca_file,
+                ..RegistryConfig::default()
+            },
+        );
+        config
+    };
+
+    // Without the CA the certificate is refused.
+    let root = temp_root();
+    let store = ImageStore::open(root.path(), registry_config(None)).expect("open");
+    let err = store
+        .pull("busybox", None)
+        .await
+        .expect_err("untrusted certificate");
+    assert!(
+        matches!(err.kind(), coracle_image::ErrorKind::Unavailable),
+        "{err}"
+    );
+
+    let root = temp_root();
+    let store = ImageStore::open(root.path(), registry_config(Some(ca))).expect("open");
+    let image = store.pull("busybox", None).await.expect("pull over https");
+    assert_eq!(image.repo_tags, vec!["docker.io/library/busybox:latest"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_pull_is_cancelled_after_the_progress_timeout() {
     require_root();

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,17 +46,56 @@ pub struct FakeRegistry {
 
 impl FakeRegistry {
     pub fn start(auth: Auth) -> Self {
+        Self::start_with(auth, None)
+    }
+
+    /// The same over TLS with this certificate chain and key (PEM files).
+    pub fn start_tls(auth: Auth, cert: &Path, key: &Path) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(cert)
+            .expect("read cert")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("parse cert");
+        let key = PrivateKeyDer::from_pem_file(key).expect("read key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        Self::start_with(auth, Some(Arc::new(config)))
+    }
+
+    fn start_with(auth: Auth, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("addr").to_string();
         let state = Arc::new(Mutex::new(State::default()));
         let shared = Arc::clone(&state);
-        let realm = format!("http://{address}/token");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let realm = format!("{scheme}://{address}/token");
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let state = Arc::clone(&shared);
                 let auth = auth.clone();
                 let realm = realm.clone();
-                std::thread::spawn(move || serve(stream, &state, &auth, &realm));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let mut stream = rustls::StreamOwned::new(conn, stream);
+                        serve(&mut stream, &state, &auth, &realm);
+                        stream.conn.send_close_notify();
+                        let _ = stream.flush();
+                    }
+                    None => {
+                        let mut stream = stream;
+                        serve(&mut stream, &state, &auth, &realm);
+                    }
+                });
             }
         });
         Self { address, state }
@@ -179,8 +218,8 @@ impl FakeRegistry {
     }
 }
 
-fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) {
-    let Some((method, target, headers, body)) = read_full_request(&stream) else {
+fn serve(stream: &mut (impl Read + Write), state: &Mutex<State>, auth: &Auth, realm: &str) {
+    let Some((method, target, headers, body)) = read_full_request(stream) else {
         return;
     };
     state.lock().expect("state").requests.push(target.clone());
@@ -198,7 +237,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
         Auth::Basic { user, pass } => {
             if authorization != basic(user, pass) {
                 return respond(
-                    &mut stream,
+                    stream,
                     401,
                     &[("WWW-Authenticate", "Basic realm=\"fake\"")],
                     b"",
@@ -213,11 +252,11 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
                 if !form.contains("grant_type=refresh_token")
                     || !form.contains(&format!("refresh_token={pass}"))
                 {
-                    return respond(&mut stream, 401, &[], b"", None);
+                    return respond(stream, 401, &[], b"", None);
                 }
                 let answer = format!("{{\"access_token\":\"{token}\"}}");
                 return respond(
-                    &mut stream,
+                    stream,
                     200,
                     &[("Content-Type", "application/json")],
                     answer.as_bytes(),
@@ -227,11 +266,11 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
             if path == "/token" {
                 // An empty user means anonymous tokens, as public registries give.
                 if !user.is_empty() && authorization != basic(user, pass) {
-                    return respond(&mut stream, 401, &[], b"", None);
+                    return respond(stream, 401, &[], b"", None);
                 }
                 let body = format!("{{\"token\":\"{token}\"}}");
                 return respond(
-                    &mut stream,
+                    stream,
                     200,
                     &[("Content-Type", "application/json")],
                     body.as_bytes(),
@@ -242,32 +281,26 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
                 let challenge = format!(
                     "Bearer realm=\"{realm}\",service=\"fake\",scope=\"repository:busybox:pull\""
                 );
-                return respond(
-                    &mut stream,
-                    401,
-                    &[("WWW-Authenticate", &challenge)],
-                    b"",
-                    None,
-                );
+                return respond(stream, 401, &[("WWW-Authenticate", &challenge)], b"", None);
             }
         }
     }
     if path == "/v2/" {
-        return respond(&mut stream, 200, &[], b"{}", None);
+        return respond(stream, 200, &[], b"{}", None);
     }
     let route = state.lock().expect("state").routes.get(&path).cloned();
     match route {
         Some(Route {
             redirect: Some(location),
             ..
-        }) => respond(&mut stream, 307, &[("Location", &location)], b"", None),
+        }) => respond(stream, 307, &[("Location", &location)], b"", None),
         Some(route) => {
             let content_type = route
                 .content_type
                 .clone()
                 .unwrap_or_else(|| "application/octet-stream".to_owned());
             respond(
-                &mut stream,
+                stream,
                 200,
                 &[("Content-Type", &content_type)],
                 &route.body,
@@ -275,7 +308,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
             )
         }
         None => respond(
-            &mut stream,
+            stream,
             404,
             &[],
             br#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#,
@@ -287,8 +320,9 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, auth: &Auth, realm: &str) 
 /// Method, target, lowercase headers and body.
 type Request = (String, String, HashMap<String, String>, Vec<u8>);
 
-fn read_full_request(stream: &TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
+fn read_full_request(stream: &mut impl Read) -> Option<Request> {
+    // One request per connection: what the buffer reads past it is never needed.
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let method = line.split_whitespace().next()?.to_owned();
@@ -316,7 +350,7 @@ fn read_full_request(stream: &TcpStream) -> Option<Request> {
 }
 
 fn respond(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     status: u16,
     headers: &[(&str, &str)],
     body: &[u8],
