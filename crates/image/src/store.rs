@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,13 @@ impl Layout {
         let tmp = self.tmp();
         fsutil::remove_tree(&tmp).map_err(ImageError::io("remove", &tmp))?;
         fs::create_dir_all(&tmp).map_err(ImageError::io("create", &tmp))?;
+        // Layers hold setuid binaries and files meant for root in the container:
+        // host users must not reach them through the store (containerd keeps its
+        // snapshot dirs 0700 for the same reason). Overlay mounts are unaffected.
+        for dir in [self.root.clone(), self.snapshots(), self.containers(), tmp] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(ImageError::io("chmod 0700", &dir))?;
+        }
         Ok(())
     }
 

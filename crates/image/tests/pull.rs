@@ -65,6 +65,14 @@ async fn pull_by_tag_then_by_digest_and_second_tag_is_one_image() {
         names(&root.path().join("tmp")).is_empty(),
         "staging cleaned"
     );
+    use std::os::unix::fs::PermissionsExt;
+    for dir in ["", "snapshots", "containers", "tmp"] {
+        let mode = fs::metadata(root.path().join(dir))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{dir:?} is private");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
