@@ -224,24 +224,28 @@ async fn unimplemented_rpcs_name_themselves_on_both_versions() {
     );
 
     let err = daemon
-        .image_client()
+        .runtime_client()
         .await
         .unwrap()
-        .pull_image(v1::PullImageRequest::default())
+        .exec_sync(v1::ExecSyncRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("PullImage"), "{}", err.message());
+    assert!(err.message().contains("ExecSync"), "{}", err.message());
 
     let err = daemon
-        .image_client_v1alpha2()
+        .runtime_client_v1alpha2()
         .await
         .unwrap()
-        .image_fs_info(v1alpha2::ImageFsInfoRequest::default())
+        .container_stats(v1alpha2::ContainerStatsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ImageFsInfo"), "{}", err.message());
+    assert!(
+        err.message().contains("ContainerStats"),
+        "{}",
+        err.message()
+    );
     daemon.stop().await.unwrap();
 }
 

@@ -24,6 +24,8 @@ pub struct Config {
     pub shutdown_timeout_seconds: u64,
     pub log: LogConfig,
     pub network: NetworkConfig,
+    /// Registries (mirrors, insecure, credentials), parallel downloads, pull timeout.
+    pub image: coracle_image::ImageConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +92,7 @@ impl Default for Config {
             shutdown_timeout_seconds: 10,
             log: LogConfig::default(),
             network: NetworkConfig::default(),
+            image: coracle_image::ImageConfig::default(),
         }
     }
 }
@@ -200,6 +203,12 @@ impl Config {
             });
         }
         self.validate_network()?;
+        if self.image.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid {
+                key: "image.max_concurrent_downloads",
+                reason: "must be at least 1".into(),
+            });
+        }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::Invalid {
                 key: "log.level",

@@ -71,7 +71,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     // The socket first: a second daemon must fail before it touches the store.
     let socket = coracle_cri::bind(&config.socket_path)?;
-    let runtime = Runtime::open(dirs, network)
+    let runtime = Runtime::open(dirs, network, config.image.clone())
         .await
         .context("open the runtime state")?;
     let service = CriService::new(Arc::new(runtime), cri_options(&config)?);

@@ -18,6 +18,8 @@ pub enum CriError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Image(Box<coracle_image::ImageError>),
 }
 
 impl CriError {
@@ -32,6 +34,7 @@ impl CriError {
             Self::NotFound { .. } => Code::NotFound,
             Self::Store(store) => store_code(store),
             Self::Runtime(runtime) => runtime_code(runtime),
+            Self::Image(image) => image_code(image),
         }
     }
 }
@@ -41,6 +44,19 @@ fn store_code(err: &StoreError) -> Code {
         StoreError::NotFound { .. } => Code::NotFound,
         StoreError::AlreadyExists { .. } => Code::AlreadyExists,
         StoreError::InvalidId { .. } => Code::InvalidArgument,
+        _ => Code::Internal,
+    }
+}
+
+fn image_code(err: &coracle_image::ImageError) -> Code {
+    use coracle_image::ErrorKind;
+    match err.kind() {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::DataLoss => Code::DataLoss,
         _ => Code::Internal,
     }
 }

@@ -15,6 +15,7 @@ pub mod server;
 pub mod service;
 pub mod socket;
 mod status;
+mod time;
 mod translate;
 pub mod version;
 

@@ -56,10 +56,7 @@ impl CriService {
             status: Some(status),
             info,
             containers_statuses: Vec::new(),
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-                .unwrap_or(0),
+            timestamp: crate::time::now_nanos(),
         })
     }
 }

@@ -71,6 +71,8 @@ pub enum RuntimeError {
     },
     #[error("set up the pod network: {0}")]
     NetworkSetup(Box<coracle_net::NetError>),
+    #[error("open the image store: {0}")]
+    ImageStore(Box<coracle_image::ImageError>),
     #[error("remove {path}: {source}")]
     RemoveDir {
         path: PathBuf,
@@ -128,13 +130,18 @@ pub struct Runtime {
     names: NameRegistry,
     /// The pod network: the built-in bridge or CNI.
     network: pod_network::Network,
+    images: std::sync::Arc<coracle_image::ImageStore>,
     _root_lock: LockFile,
 }
 
 impl Runtime {
     /// Takes the root directory's lock (one daemon per root dir), loads every record
     /// and converges what a crash left half-done.
-    pub async fn open(dirs: RuntimeDirs, network: NetworkSetup) -> Result<Self, RuntimeError> {
+    pub async fn open(
+        dirs: RuntimeDirs,
+        network: NetworkSetup,
+        image_config: coracle_image::ImageConfig,
+    ) -> Result<Self, RuntimeError> {
         let root_lock = LockFile::acquire(&dirs.root.join("coracle.lock"))?;
         store::create_private_dir(&dirs.state).map_err(|source| RuntimeError::OpenStore {
             kind: "state",
@@ -143,12 +150,19 @@ impl Runtime {
         let pods = open_store::<PodRecord>(&dirs.root.join("pods"))?;
         let containers = open_store::<ContainerRecord>(&dirs.root.join("containers"))?;
         let network = pod_network::Network::open(network, &dirs.root).await?;
+        let image_root = dirs.root.join("images");
+        let images = tokio::task::spawn_blocking(move || {
+            coracle_image::ImageStore::open(&image_root, image_config)
+        })
+        .await?
+        .map_err(|err| RuntimeError::ImageStore(Box::new(err)))?;
         let runtime = Self {
             dirs,
             pods,
             containers,
             names: NameRegistry::default(),
             network,
+            images: std::sync::Arc::new(images),
             _root_lock: root_lock,
         };
         runtime.recover().await;
@@ -165,6 +179,11 @@ impl Runtime {
 
     pub fn containers(&self) -> &RecordStore<ContainerRecord> {
         &self.containers
+    }
+
+    /// The image store (pull, list, remove, rootfs layers).
+    pub fn images(&self) -> &std::sync::Arc<coracle_image::ImageStore> {
+        &self.images
     }
 }
 
