@@ -102,8 +102,15 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry holding the `hack/test-images` images.
     pub fn start() -> anyhow::Result<Self> {
-        let images_dir = test_images_dir()?;
+        Self::start_with_images(&test_images_dir()?)
+    }
+
+    /// A registry holding the images of `images_dir` (an `images.json` and its OCI
+    /// layouts, as `hack/test-images/build.py` writes them).
+    pub fn start_with_images(images_dir: &Path) -> anyhow::Result<Self> {
+        let images_dir = images_dir.to_owned();
         let images = load_test_images(&images_dir)?;
         let dir = tempfile::Builder::new()
             .prefix("coracle-registry-")

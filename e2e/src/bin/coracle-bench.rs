@@ -1,6 +1,10 @@
-//! Benchmarks through the CRI socket of a real `coracled` (not tests: they print
-//! figures and assert nothing). Run as root: `cargo run --release -p coracle-e2e --bin
-//! coracle-bench -- pods [--iterations N] [--parallel N]`.
+//! Benchmarks (not tests: they print figures and assert nothing). Run as root:
+//! - `coracle-bench pods [--iterations N] [--parallel N]`: the pod lifecycle through
+//!   the CRI socket of a real `coracled`;
+//! - `coracle-bench pull --images DIR [--iterations N]`: pulling the image of `DIR`
+//!   (`hack/test-images/build-big.py DIR`) from a local registry into a fresh image
+//!   store, side by side with `skopeo copy` of it to a directory (the floor: download
+//!   and digest only, no unpacking).
 
 use std::time::{Duration, Instant};
 
@@ -16,12 +20,14 @@ use tokio::task::JoinSet;
 struct Options {
     iterations: usize,
     parallel: usize,
+    images: Option<PathBuf>,
 }
 
 fn parse_options(args: &[String]) -> anyhow::Result<Options> {
     let mut options = Options {
         iterations: 100,
         parallel: 20,
+        images: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -31,6 +37,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
         match arg.as_str() {
             "--iterations" => options.iterations = value.parse()?,
             "--parallel" => options.parallel = value.parse()?,
+            "--images" => options.images = Some(PathBuf::from(value)),
             other => bail!("unknown option {other}"),
         }
     }
@@ -42,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("pods") => bench_pods(parse_options(&args[1..])?).await,
-        _ => bail!("usage: coracle-bench pods [--iterations N] [--parallel N]"),
+        Some("pull") => bench_pull(parse_options(&args[1..])?).await,
+        _ => bail!(
+            "usage: coracle-bench pods [--iterations N] [--parallel N] | pull --images DIR [--iterations N]"
+        ),
     }
 }
 
@@ -160,6 +170,55 @@ async fn bench_pods(options: Options) -> anyhow::Result<()> {
             percentile_ms(samples, 95)
         );
     }
+    Ok(())
+}
+
+async fn bench_pull(options: Options) -> anyhow::Result<()> {
+    let images = options.images.context("pull needs --images DIR (hack/test-images/build-big.py DIR)")?;
+    let registry = coracle_e2e::Registry::start_with_images(&images)?;
+    let image = registry.images().first().context("no image in images.json")?.clone();
+    let reference = registry.reference(&image.repo, &image.tag);
+    let mut ours = Vec::new();
+    let mut skopeo = Vec::new();
+    for _ in 0..options.iterations {
+        let root = tempfile::tempdir()?;
+        let store = coracle_image::ImageStore::open(&root.path().join("images"), Default::default())?;
+        let started = Instant::now();
+        store.pull(&reference, None).await?;
+        ours.push(started.elapsed());
+        drop(store);
+
+        let target = tempfile::tempdir()?;
+        let started = Instant::now();
+        let status = tokio::process::Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("dir:{}", target.path().join("image").display()))
+            .status()
+            .await
+            .context("run skopeo (apt-get install skopeo)")?;
+        if !status.success() {
+            bail!("skopeo copy failed: {status}");
+        }
+        skopeo.push(started.elapsed());
+    }
+    let ours_p50 = percentile_ms(&mut ours, 50);
+    let skopeo_p50 = percentile_ms(&mut skopeo, 50);
+    println!("pull of {reference} ({} runs, fresh store each time)", options.iterations);
+    println!("{:<44} {:>10} {:>10}", "", "p50 ms", "p95 ms");
+    println!(
+        "{:<44} {:>10.1} {:>10.1}",
+        "coracle (download + verify + unpack)",
+        ours_p50,
+        percentile_ms(&mut ours, 95)
+    );
+    println!(
+        "{:<44} {:>10.1} {:>10.1}",
+        "skopeo copy to dir: (download + verify)",
+        skopeo_p50,
+        percentile_ms(&mut skopeo, 95)
+    );
+    println!("ratio coracle / skopeo floor: {:.2}", ours_p50 / skopeo_p50);
     Ok(())
 }
 
