@@ -172,6 +172,39 @@ impl Registry {
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
+
+    /// Restarts the registry on the same port and storage with htpasswd basic auth:
+    /// `user` with the bcrypt `hash` of its password. The images stay.
+    pub fn require_basic_auth(&mut self, user: &str, bcrypt_hash: &str) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let htpasswd = self.dir.path().join("htpasswd");
+        fs::write(&htpasswd, format!("{user}:{bcrypt_hash}\n"))?;
+        let config_path = self.dir.path().join("config.yml");
+        let mut config = fs::read_to_string(&config_path)?;
+        config.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: coracle-test\n    path: {}\n",
+            htpasswd.display()
+        ));
+        fs::write(&config_path, config)?;
+        let log = fs::File::create(self.dir.path().join("registry.log"))?;
+        self.child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        // Up once /v2/ asks for credentials.
+        while !http_request(&self.address, "GET", "/v2/", &[]).is_ok_and(|r| r.status == 401) {
+            if Instant::now() > deadline {
+                bail!("registry with auth did not start; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Registry {

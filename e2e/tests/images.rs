@@ -190,3 +190,67 @@ async fn bad_pulls_fail_with_clear_codes_and_leave_nothing() {
     assert!(listed(&daemon).await.is_empty());
     daemon.stop().await.unwrap();
 }
+
+/// bcrypt of "coracle-test" (made once with Python's crypt module; it is data).
+const PASSWORD_HASH: &str = "$2b$12$whTXHWsoivTM0DhjZIO3kuSLcvPBm7MCFrHEOMiTdmcAytitDXPvO";
+
+/// A registry with htpasswd basic auth: refused without credentials, pulled with
+/// the CRI AuthConfig, and with credentials from the config file.
+#[tokio::test]
+async fn pull_from_a_registry_with_basic_auth() {
+    require_root();
+    let mut registry = Registry::start().unwrap();
+    registry
+        .require_basic_auth("coracle", PASSWORD_HASH)
+        .unwrap();
+    let image = registry.reference("busybox", "latest");
+
+    let mut daemon = Daemon::start().await.unwrap();
+    let refused = pull(&daemon, &image).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let mut client = daemon.image_client().await.unwrap();
+    let wrong = client
+        .pull_image(v1::PullImageRequest {
+            image: spec(&image),
+            auth: Some(v1::AuthConfig {
+                username: "coracle".into(),
+                password: "wrong".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let pulled = client
+        .pull_image(v1::PullImageRequest {
+            image: spec(&image),
+            auth: Some(v1::AuthConfig {
+                username: "coracle".into(),
+                password: "coracle-test".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(pulled.image_ref.starts_with("sha256:"));
+    daemon.stop().await.unwrap();
+
+    // Credentials from the config file, per registry host.
+    let config = format!(
+        "[image.registries.\"{}\"]\nusername = \"coracle\"\npassword = \"coracle-test\"\n",
+        registry.address()
+    );
+    let mut daemon = Daemon::start_with(coracle_e2e::DaemonOptions {
+        config_toml: Some(config),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    pull(&daemon, &registry.reference("user", "latest"))
+        .await
+        .unwrap();
+    daemon.stop().await.unwrap();
+}

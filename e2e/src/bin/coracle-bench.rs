@@ -174,15 +174,22 @@ async fn bench_pods(options: Options) -> anyhow::Result<()> {
 }
 
 async fn bench_pull(options: Options) -> anyhow::Result<()> {
-    let images = options.images.context("pull needs --images DIR (hack/test-images/build-big.py DIR)")?;
+    let images = options
+        .images
+        .context("pull needs --images DIR (hack/test-images/build-big.py DIR)")?;
     let registry = coracle_e2e::Registry::start_with_images(&images)?;
-    let image = registry.images().first().context("no image in images.json")?.clone();
+    let image = registry
+        .images()
+        .first()
+        .context("no image in images.json")?
+        .clone();
     let reference = registry.reference(&image.repo, &image.tag);
     let mut ours = Vec::new();
     let mut skopeo = Vec::new();
     for _ in 0..options.iterations {
         let root = tempfile::tempdir()?;
-        let store = coracle_image::ImageStore::open(&root.path().join("images"), Default::default())?;
+        let store =
+            coracle_image::ImageStore::open(&root.path().join("images"), Default::default())?;
         let started = Instant::now();
         store.pull(&reference, None).await?;
         ours.push(started.elapsed());
@@ -204,7 +211,10 @@ async fn bench_pull(options: Options) -> anyhow::Result<()> {
     }
     let ours_p50 = percentile_ms(&mut ours, 50);
     let skopeo_p50 = percentile_ms(&mut skopeo, 50);
-    println!("pull of {reference} ({} runs, fresh store each time)", options.iterations);
+    println!(
+        "pull of {reference} ({} runs, fresh store each time)",
+        options.iterations
+    );
     println!("{:<44} {:>10} {:>10}", "", "p50 ms", "p95 ms");
     println!(
         "{:<44} {:>10.1} {:>10.1}",
