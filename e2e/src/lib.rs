@@ -2,6 +2,7 @@
 //! root and state dirs, a CRI client speaking gRPC as kubelet and crictl do, and a
 //! real registry on 127.0.0.1 loaded with the `hack/test-images` images.
 
+pub mod cri;
 pub mod daemon;
 pub mod network;
 pub mod registry;

@@ -145,23 +145,6 @@ fn pod_config(name: &str) -> v1::PodSandboxConfig {
     }
 }
 
-async fn network_ready(daemon: &Daemon) -> v1::RuntimeCondition {
-    daemon
-        .runtime_client()
-        .await
-        .unwrap()
-        .status(v1::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap()
-}
-
 #[tokio::test]
 async fn cni_mode_with_the_debian_plugins() {
     require_root();
@@ -176,7 +159,7 @@ async fn cni_mode_with_the_debian_plugins() {
     .await
     .unwrap();
 
-    let condition = network_ready(&daemon).await;
+    let condition = daemon.condition("NetworkReady").await.unwrap();
     assert!(!condition.status, "ready without a CNI config");
     assert!(
         condition.message.contains("no CNI network config"),
@@ -184,7 +167,7 @@ async fn cni_mode_with_the_debian_plugins() {
         condition.message
     );
     cni.write_conflist();
-    assert!(network_ready(&daemon).await.status);
+    assert!(daemon.condition("NetworkReady").await.unwrap().status);
 
     let mut client = daemon.runtime_client().await.unwrap();
     let mut web = pod_config("web");

@@ -97,37 +97,20 @@ async fn status_reports_both_conditions_on_both_versions() {
     daemon.stop().await.unwrap();
 }
 
-async fn network_condition(daemon: &Daemon) -> v1::RuntimeCondition {
-    daemon
-        .runtime_client()
-        .await
-        .unwrap()
-        .status(v1::StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap()
-}
-
 /// NetworkReady follows the bridge: false with a reason when it is gone, true again
 /// once a RunPodSandbox has made it anew.
 #[tokio::test]
 async fn network_ready_follows_the_bridge() {
     coracle_e2e::require_root();
     let mut daemon = Daemon::start().await.unwrap();
-    assert!(network_condition(&daemon).await.status);
+    assert!(daemon.condition("NetworkReady").await.unwrap().status);
     let bridge = daemon.network().bridge();
     let deleted = std::process::Command::new("ip")
         .args(["link", "del", &bridge])
         .status()
         .unwrap();
     assert!(deleted.success());
-    let condition = network_condition(&daemon).await;
+    let condition = daemon.condition("NetworkReady").await.unwrap();
     assert!(!condition.status);
     assert_eq!(condition.reason, "NetworkPluginNotReady");
     assert!(condition.message.contains(&bridge), "{}", condition.message);
@@ -151,7 +134,7 @@ async fn network_ready_follows_the_bridge() {
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
-    assert!(network_condition(&daemon).await.status);
+    assert!(daemon.condition("NetworkReady").await.unwrap().status);
     client
         .remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: id })
         .await
@@ -357,24 +340,12 @@ fn pod_record(id: &str, name: &str) -> PodRecord {
     }
 }
 
-async fn listed_pods(daemon: &Daemon) -> Vec<v1::PodSandbox> {
-    daemon
-        .runtime_client()
-        .await
-        .unwrap()
-        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-}
-
 /// A pod record written by the store (as RunPodSandbox will write it) is listed after
 /// a restart, and one after a crash; a torn temp file beside it is cleaned, not read.
 #[tokio::test]
 async fn record_survives_restart_and_crash() {
     let mut daemon = Daemon::start().await.unwrap();
-    assert!(listed_pods(&daemon).await.is_empty());
+    assert!(daemon.list_pods().await.unwrap().is_empty());
     daemon.stop().await.unwrap();
 
     let pods_dir = daemon.root_dir().join("pods");
@@ -386,7 +357,7 @@ async fn record_survives_restart_and_crash() {
     std::fs::write(&torn, b"{\"id\":\"p2\",\"meta").unwrap();
 
     daemon.restart().await.unwrap();
-    let pods = listed_pods(&daemon).await;
+    let pods = daemon.list_pods().await.unwrap();
     assert_eq!(pods.len(), 1, "{pods:?}");
     let pod = &pods[0];
     assert_eq!(pod.id, "p1");
@@ -399,7 +370,7 @@ async fn record_survives_restart_and_crash() {
 
     daemon.crash().await.unwrap();
     daemon.restart().await.unwrap();
-    let pods = listed_pods(&daemon).await;
+    let pods = daemon.list_pods().await.unwrap();
     assert_eq!(
         pods.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
         ["p1"]

@@ -6,62 +6,6 @@ use coracle_e2e::{Daemon, Registry, require_root};
 use k8s_cri::{v1, v1alpha2};
 use tonic::Code;
 
-fn spec(image: &str) -> Option<v1::ImageSpec> {
-    Some(v1::ImageSpec {
-        image: image.into(),
-        ..Default::default()
-    })
-}
-
-async fn pull(daemon: &Daemon, image: &str) -> Result<String, tonic::Status> {
-    daemon
-        .image_client()
-        .await
-        .unwrap()
-        .pull_image(v1::PullImageRequest {
-            image: spec(image),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
-async fn status(daemon: &Daemon, image: &str) -> v1::ImageStatusResponse {
-    daemon
-        .image_client()
-        .await
-        .unwrap()
-        .image_status(v1::ImageStatusRequest {
-            image: spec(image),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn remove(daemon: &Daemon, image: &str) {
-    daemon
-        .image_client()
-        .await
-        .unwrap()
-        .remove_image(v1::RemoveImageRequest { image: spec(image) })
-        .await
-        .unwrap();
-}
-
-async fn listed(daemon: &Daemon) -> Vec<v1::Image> {
-    daemon
-        .image_client()
-        .await
-        .unwrap()
-        .list_images(v1::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-}
-
 #[tokio::test]
 async fn pull_list_status_remove_through_cri() {
     require_root();
@@ -70,14 +14,14 @@ async fn pull_list_status_remove_through_cri() {
     let latest = registry.reference("busybox", "latest");
     let pinned = registry.reference("busybox", "1.35");
 
-    let id = pull(&daemon, &latest).await.unwrap();
+    let id = daemon.pull_image(&latest).await.unwrap();
     assert!(id.starts_with("sha256:"), "{id}");
     assert_eq!(
-        pull(&daemon, &pinned).await.unwrap(),
+        daemon.pull_image(&pinned).await.unwrap(),
         id,
         "same image, second tag"
     );
-    let images = listed(&daemon).await;
+    let images = daemon.list_images().await.unwrap();
     assert_eq!(images.len(), 1, "{images:?}");
     let mut tags = images[0].repo_tags.clone();
     tags.sort();
@@ -89,27 +33,30 @@ async fn pull_list_status_remove_through_cri() {
 
     // Status by tag, digest and id; verbose shows the image config.
     for name in [latest.as_str(), by_digest.as_str(), id.as_str()] {
-        let found = status(&daemon, name).await;
+        let found = daemon.image_status(name).await.unwrap();
         assert_eq!(found.image.as_ref().unwrap().id, id, "{name}");
     }
     let info: serde_json::Value =
-        serde_json::from_str(&status(&daemon, &latest).await.info["info"]).unwrap();
+        serde_json::from_str(&daemon.image_status(&latest).await.unwrap().info["info"]).unwrap();
     assert_eq!(
         info["imageSpec"]["config"]["Cmd"],
         serde_json::json!(["sh"])
     );
 
     // Removing one tag keeps the image under the other; the last one removes it.
-    remove(&daemon, &latest).await;
-    assert_eq!(listed(&daemon).await[0].repo_tags, vec![pinned.clone()]);
-    remove(&daemon, &pinned).await;
-    assert!(listed(&daemon).await.is_empty());
+    daemon.remove_image(&latest).await.unwrap();
+    assert_eq!(
+        daemon.list_images().await.unwrap()[0].repo_tags,
+        vec![pinned.clone()]
+    );
+    daemon.remove_image(&pinned).await.unwrap();
+    assert!(daemon.list_images().await.unwrap().is_empty());
     assert!(
-        status(&daemon, &pinned).await.image.is_none(),
+        daemon.image_status(&pinned).await.unwrap().image.is_none(),
         "unknown image has an empty status"
     );
     // Idempotent.
-    remove(&daemon, &pinned).await;
+    daemon.remove_image(&pinned).await.unwrap();
     daemon.stop().await.unwrap();
 }
 
@@ -118,11 +65,14 @@ async fn image_user_index_and_fs_info() {
     require_root();
     let registry = Registry::start().unwrap();
     let mut daemon = Daemon::start().await.unwrap();
-    pull(&daemon, &registry.reference("user", "latest"))
+    daemon
+        .pull_image(&registry.reference("user", "latest"))
         .await
         .unwrap();
-    let user = status(&daemon, &registry.reference("user", "latest"))
+    let user = daemon
+        .image_status(&registry.reference("user", "latest"))
         .await
+        .unwrap()
         .image
         .unwrap();
     assert_eq!(user.username, "coracle");
@@ -130,8 +80,13 @@ async fn image_user_index_and_fs_info() {
 
     // An index resolves to the node's platform; the repo digest is the index's.
     let multiarch = registry.reference("multiarch", "latest");
-    pull(&daemon, &multiarch).await.unwrap();
-    let image = status(&daemon, &multiarch).await.image.unwrap();
+    daemon.pull_image(&multiarch).await.unwrap();
+    let image = daemon
+        .image_status(&multiarch)
+        .await
+        .unwrap()
+        .image
+        .unwrap();
     let index_digest = &registry.image("multiarch", "latest").unwrap().digest;
     assert!(
         image.repo_digests[0].ends_with(index_digest.as_str()),
@@ -179,15 +134,16 @@ async fn bad_pulls_fail_with_clear_codes_and_leave_nothing() {
     require_root();
     let registry = Registry::start().unwrap();
     let mut daemon = Daemon::start().await.unwrap();
-    let missing = pull(&daemon, &registry.reference("busybox", "no-such-tag"))
+    let missing = daemon
+        .pull_image(&registry.reference("busybox", "no-such-tag"))
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
-    let invalid = pull(&daemon, "UPPER/Case::bad").await.unwrap_err();
+    let invalid = daemon.pull_image("UPPER/Case::bad").await.unwrap_err();
     assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
-    let empty = pull(&daemon, "").await.unwrap_err();
+    let empty = daemon.pull_image("").await.unwrap_err();
     assert_eq!(empty.code(), Code::InvalidArgument);
-    assert!(listed(&daemon).await.is_empty());
+    assert!(daemon.list_images().await.unwrap().is_empty());
     daemon.stop().await.unwrap();
 }
 
@@ -206,12 +162,15 @@ async fn pull_from_a_registry_with_basic_auth() {
     let image = registry.reference("busybox", "latest");
 
     let mut daemon = Daemon::start().await.unwrap();
-    let refused = pull(&daemon, &image).await.unwrap_err();
+    let refused = daemon.pull_image(&image).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
     let mut client = daemon.image_client().await.unwrap();
     let wrong = client
         .pull_image(v1::PullImageRequest {
-            image: spec(&image),
+            image: Some(v1::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
             auth: Some(v1::AuthConfig {
                 username: "coracle".into(),
                 password: "wrong".into(),
@@ -224,7 +183,10 @@ async fn pull_from_a_registry_with_basic_auth() {
     assert_eq!(wrong.code(), Code::Unauthenticated);
     let pulled = client
         .pull_image(v1::PullImageRequest {
-            image: spec(&image),
+            image: Some(v1::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
             auth: Some(v1::AuthConfig {
                 username: "coracle".into(),
                 password: "coracle-test".into(),
@@ -249,7 +211,8 @@ async fn pull_from_a_registry_with_basic_auth() {
     })
     .await
     .unwrap();
-    pull(&daemon, &registry.reference("user", "latest"))
+    daemon
+        .pull_image(&registry.reference("user", "latest"))
         .await
         .unwrap();
     daemon.stop().await.unwrap();

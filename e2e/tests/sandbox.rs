@@ -47,74 +47,6 @@ fn pod_config(name: &str) -> v1::PodSandboxConfig {
     }
 }
 
-async fn run_pod(daemon: &Daemon, config: v1::PodSandboxConfig) -> Result<String, tonic::Status> {
-    daemon
-        .runtime_client()
-        .await
-        .unwrap()
-        .run_pod_sandbox(v1::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().pod_sandbox_id)
-}
-
-async fn pod_status(
-    daemon: &Daemon,
-    id: &str,
-) -> Result<v1::PodSandboxStatusResponse, tonic::Status> {
-    daemon
-        .runtime_client()
-        .await
-        .unwrap()
-        .pod_sandbox_status(v1::PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn stop_pod(daemon: &Daemon, id: &str) {
-    daemon
-        .runtime_client()
-        .await
-        .unwrap()
-        .stop_pod_sandbox(v1::StopPodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-        .await
-        .unwrap();
-}
-
-async fn remove_pod(daemon: &Daemon, id: &str) {
-    daemon
-        .runtime_client()
-        .await
-        .unwrap()
-        .remove_pod_sandbox(v1::RemovePodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-        .await
-        .unwrap();
-}
-
-async fn listed_ids(daemon: &Daemon) -> Vec<String> {
-    daemon
-        .runtime_client()
-        .await
-        .unwrap()
-        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .into_iter()
-        .map(|pod| pod.id)
-        .collect()
-}
-
 fn namespace_dir(status: &v1::PodSandboxStatusResponse) -> PathBuf {
     let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
     PathBuf::from(info["namespaceDir"].as_str().unwrap())
@@ -147,10 +79,10 @@ fn inside_pod(ns_dir: &Path) -> (String, Vec<String>, String) {
 async fn pod_lifecycle_run_status_stop_remove() {
     require_root();
     let mut daemon = Daemon::start().await.unwrap();
-    let id = run_pod(&daemon, pod_config("web")).await.unwrap();
+    let id = daemon.run_pod(pod_config("web")).await.unwrap();
     assert_eq!(id.len(), 64);
 
-    let response = pod_status(&daemon, &id).await.unwrap();
+    let response = daemon.pod_status(&id).await.unwrap();
     let status = response.status.as_ref().unwrap();
     assert_eq!(status.state, v1::PodSandboxState::SandboxReady as i32);
     assert_eq!(status.metadata.as_ref().unwrap().name, "web");
@@ -172,25 +104,25 @@ async fn pod_lifecycle_run_status_stop_remove() {
         fs::read_to_string(files.join("hostname")).unwrap(),
         "web-host\n"
     );
-    assert_eq!(listed_ids(&daemon).await, vec![id.clone()]);
+    assert_eq!(daemon.list_pod_ids().await.unwrap(), vec![id.clone()]);
 
-    stop_pod(&daemon, &id).await;
-    let status = pod_status(&daemon, &id).await.unwrap().status.unwrap();
+    daemon.stop_pod(&id).await.unwrap();
+    let status = daemon.pod_status(&id).await.unwrap().status.unwrap();
     assert_eq!(status.state, v1::PodSandboxState::SandboxNotready as i32);
     assert!(
         mounts_under(&ns_dir).is_empty(),
         "namespaces still pinned after stop"
     );
     // StopPodSandbox is idempotent.
-    stop_pod(&daemon, &id).await;
+    daemon.stop_pod(&id).await.unwrap();
 
-    remove_pod(&daemon, &id).await;
-    assert!(listed_ids(&daemon).await.is_empty());
-    let err = pod_status(&daemon, &id).await.unwrap_err();
+    daemon.remove_pod(&id).await.unwrap();
+    assert!(daemon.list_pod_ids().await.unwrap().is_empty());
+    let err = daemon.pod_status(&id).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(!files.exists(), "pod files left after remove");
     // RemovePodSandbox of an id that is gone succeeds, as the CRI requires.
-    remove_pod(&daemon, &id).await;
+    daemon.remove_pod(&id).await.unwrap();
     daemon.stop().await.unwrap();
     assert!(mounts_under(daemon.dir()).is_empty());
 }
@@ -200,25 +132,25 @@ async fn repeated_request_gets_the_same_pod_and_a_different_one_is_refused() {
     require_root();
     let mut daemon = Daemon::start().await.unwrap();
     let (first, second) = tokio::join!(
-        run_pod(&daemon, pod_config("twice")),
-        run_pod(&daemon, pod_config("twice"))
+        daemon.run_pod(pod_config("twice")),
+        daemon.run_pod(pod_config("twice"))
     );
     let (first, second) = (first.unwrap(), second.unwrap());
     assert_eq!(first, second, "two identical requests made two pods");
-    assert_eq!(run_pod(&daemon, pod_config("twice")).await.unwrap(), first);
-    assert_eq!(listed_ids(&daemon).await.len(), 1);
+    assert_eq!(daemon.run_pod(pod_config("twice")).await.unwrap(), first);
+    assert_eq!(daemon.list_pod_ids().await.unwrap().len(), 1);
 
     let mut different = pod_config("twice");
     different.hostname = "other".into();
-    let err = run_pod(&daemon, different).await.unwrap_err();
+    let err = daemon.run_pod(different).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains(&first), "{}", err.message());
 
-    remove_pod(&daemon, &first).await;
+    daemon.remove_pod(&first).await.unwrap();
     // Once removed, the name is free for a new pod.
-    let again = run_pod(&daemon, pod_config("twice")).await.unwrap();
+    let again = daemon.run_pod(pod_config("twice")).await.unwrap();
     assert_ne!(again, first);
-    remove_pod(&daemon, &again).await;
+    daemon.remove_pod(&again).await.unwrap();
     daemon.stop().await.unwrap();
 }
 
@@ -242,7 +174,7 @@ async fn bad_pod_configs_are_refused_and_leave_nothing() {
         (node_sysctl, "kernel.panic"),
         (bad_hostname, "hostname"),
     ] {
-        let err = run_pod(&daemon, config).await.unwrap_err();
+        let err = daemon.run_pod(config).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains(needle), "{}", err.message());
     }
@@ -258,7 +190,7 @@ async fn bad_pod_configs_are_refused_and_leave_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("no-such-handler"));
-    assert!(listed_ids(&daemon).await.is_empty());
+    assert!(daemon.list_pod_ids().await.unwrap().is_empty());
     assert!(mounts_under(daemon.dir()).is_empty());
     daemon.stop().await.unwrap();
 }
@@ -280,8 +212,8 @@ async fn host_network_pod_keeps_the_node_network_and_hostname() {
         .as_mut()
         .unwrap()
         .network = v1::NamespaceMode::Node as i32;
-    let id = run_pod(&daemon, config).await.unwrap();
-    let response = pod_status(&daemon, &id).await.unwrap();
+    let id = daemon.run_pod(config).await.unwrap();
+    let response = daemon.pod_status(&id).await.unwrap();
     let info: serde_json::Value = serde_json::from_str(&response.info["info"]).unwrap();
     assert_eq!(info["pinnedNamespaces"], serde_json::json!(["ipc"]));
     let files = PathBuf::from(info["podFilesDir"].as_str().unwrap());
@@ -290,7 +222,7 @@ async fn host_network_pod_keeps_the_node_network_and_hostname() {
         fs::read_to_string(files.join("hostname")).unwrap(),
         format!("{node}\n")
     );
-    remove_pod(&daemon, &id).await;
+    daemon.remove_pod(&id).await.unwrap();
     daemon.stop().await.unwrap();
 }
 
@@ -300,11 +232,11 @@ async fn host_network_pod_keeps_the_node_network_and_hostname() {
 async fn restart_keeps_pods_and_converges_after_a_crash() {
     require_root();
     let mut daemon = Daemon::start().await.unwrap();
-    let kept = run_pod(&daemon, pod_config("kept")).await.unwrap();
-    let half_made = run_pod(&daemon, pod_config("half")).await.unwrap();
-    let rebooted = run_pod(&daemon, pod_config("rebooted")).await.unwrap();
-    let half_ns = namespace_dir(&pod_status(&daemon, &half_made).await.unwrap());
-    let rebooted_ns = namespace_dir(&pod_status(&daemon, &rebooted).await.unwrap());
+    let kept = daemon.run_pod(pod_config("kept")).await.unwrap();
+    let half_made = daemon.run_pod(pod_config("half")).await.unwrap();
+    let rebooted = daemon.run_pod(pod_config("rebooted")).await.unwrap();
+    let half_ns = namespace_dir(&daemon.pod_status(&half_made).await.unwrap());
+    let rebooted_ns = namespace_dir(&daemon.pod_status(&rebooted).await.unwrap());
     daemon.crash().await.unwrap();
 
     // As if the crash hit RunPodSandbox before it marked the pod ready.
@@ -321,7 +253,7 @@ async fn restart_keeps_pods_and_converges_after_a_crash() {
     }
 
     daemon.restart().await.unwrap();
-    let mut ids = listed_ids(&daemon).await;
+    let mut ids = daemon.list_pod_ids().await.unwrap();
     ids.sort();
     let mut expected = vec![kept.clone(), rebooted.clone()];
     expected.sort();
@@ -332,25 +264,25 @@ async fn restart_keeps_pods_and_converges_after_a_crash() {
     );
     let state = |status: v1::PodSandboxStatusResponse| status.status.unwrap().state;
     assert_eq!(
-        state(pod_status(&daemon, &kept).await.unwrap()),
+        state(daemon.pod_status(&kept).await.unwrap()),
         v1::PodSandboxState::SandboxReady as i32
     );
     assert_eq!(
-        state(pod_status(&daemon, &rebooted).await.unwrap()),
+        state(daemon.pod_status(&rebooted).await.unwrap()),
         v1::PodSandboxState::SandboxNotready as i32
     );
     // The kept pod's name is still reserved for it after the restart.
-    assert_eq!(run_pod(&daemon, pod_config("kept")).await.unwrap(), kept);
+    assert_eq!(daemon.run_pod(pod_config("kept")).await.unwrap(), kept);
 
     // A clean shutdown leaves pods alone.
     daemon.restart().await.unwrap();
-    let kept_ns = namespace_dir(&pod_status(&daemon, &kept).await.unwrap());
+    let kept_ns = namespace_dir(&daemon.pod_status(&kept).await.unwrap());
     assert!(
         !mounts_under(&kept_ns).is_empty(),
         "daemon shutdown touched a pod"
     );
-    remove_pod(&daemon, &kept).await;
-    remove_pod(&daemon, &rebooted).await;
+    daemon.remove_pod(&kept).await.unwrap();
+    daemon.remove_pod(&rebooted).await.unwrap();
     daemon.stop().await.unwrap();
     assert!(mounts_under(daemon.dir()).is_empty());
 }
@@ -372,15 +304,15 @@ async fn pod_cgroup_is_made_at_cgroup_parent_and_removed_only_if_ours() {
 
     let mut config = pod_config("cg-ours");
     config.linux.as_mut().unwrap().cgroup_parent = ours.clone();
-    let ours_id = run_pod(&daemon, config).await.unwrap();
+    let ours_id = daemon.run_pod(config).await.unwrap();
     let mut config = pod_config("cg-kubelet");
     config.linux.as_mut().unwrap().cgroup_parent = kubelets.clone();
-    let kubelets_id = run_pod(&daemon, config).await.unwrap();
+    let kubelets_id = daemon.run_pod(config).await.unwrap();
     assert!(memory_cgroup(&ours).is_dir(), "pod cgroup not made");
     assert!(Path::new("/sys/fs/cgroup/pids").join(&ours[1..]).is_dir());
 
-    remove_pod(&daemon, &ours_id).await;
-    remove_pod(&daemon, &kubelets_id).await;
+    daemon.remove_pod(&ours_id).await.unwrap();
+    daemon.remove_pod(&kubelets_id).await.unwrap();
     let ours_gone = !memory_cgroup(&ours).exists();
     let kubelets_kept = memory_cgroup(&kubelets).is_dir();
     // Clean up what the test made, in every hierarchy, before asserting.
@@ -463,10 +395,10 @@ fn host_veth(status: &v1::PodSandboxStatusResponse) -> String {
 async fn pods_talk_tcp_and_stop_frees_the_network() {
     require_root();
     let mut daemon = Daemon::start().await.unwrap();
-    let server = run_pod(&daemon, pod_config("server")).await.unwrap();
-    let client = run_pod(&daemon, pod_config("client")).await.unwrap();
-    let server_status = pod_status(&daemon, &server).await.unwrap();
-    let client_status = pod_status(&daemon, &client).await.unwrap();
+    let server = daemon.run_pod(pod_config("server")).await.unwrap();
+    let client = daemon.run_pod(pod_config("client")).await.unwrap();
+    let server_status = daemon.pod_status(&server).await.unwrap();
+    let client_status = daemon.pod_status(&client).await.unwrap();
     let (server_ip, client_ip) = (pod_ip(&server_status), pod_ip(&client_status));
     assert_ne!(server_ip, client_ip);
     let subnet_prefix = daemon
@@ -494,7 +426,7 @@ async fn pods_talk_tcp_and_stop_frees_the_network() {
     // A restart keeps the pods' network.
     daemon.restart().await.unwrap();
     assert_eq!(
-        pod_ip(&pod_status(&daemon, &server).await.unwrap()),
+        pod_ip(&daemon.pod_status(&server).await.unwrap()),
         server_ip
     );
     let listening = serve_once(server_ns, 8081, "still here");
@@ -507,14 +439,14 @@ async fn pods_talk_tcp_and_stop_frees_the_network() {
 
     let veth = host_veth(&client_status);
     assert!(Path::new("/sys/class/net").join(&veth).exists());
-    stop_pod(&daemon, &client).await;
+    daemon.stop_pod(&client).await.unwrap();
     assert!(
         !Path::new("/sys/class/net").join(&veth).exists(),
         "veth left after stop"
     );
-    assert_eq!(pod_ip(&pod_status(&daemon, &client).await.unwrap()), "");
-    remove_pod(&daemon, &client).await;
-    remove_pod(&daemon, &server).await;
+    assert_eq!(pod_ip(&daemon.pod_status(&client).await.unwrap()), "");
+    daemon.remove_pod(&client).await.unwrap();
+    daemon.remove_pod(&server).await.unwrap();
     daemon.stop().await.unwrap();
 }
 
@@ -536,8 +468,8 @@ async fn host_port_reaches_the_pod() {
         host_port: i32::from(host_port),
         host_ip: String::new(),
     }];
-    let id = run_pod(&daemon, config).await.unwrap();
-    let status = pod_status(&daemon, &id).await.unwrap();
+    let id = daemon.run_pod(config).await.unwrap();
+    let status = daemon.pod_status(&id).await.unwrap();
     let listening = serve_once(namespace_dir(&status).join("net"), 80, "via hostPort");
     let gateway = {
         let subnet = daemon.network().subnet_v4();
@@ -546,7 +478,7 @@ async fn host_port_reaches_the_pod() {
     let reply = read_from(format!("{gateway}:{host_port}"));
     assert_eq!(reply, "via hostPort");
     listening.join().unwrap();
-    remove_pod(&daemon, &id).await;
+    daemon.remove_pod(&id).await.unwrap();
     let table = std::process::Command::new("nft")
         .args(["list", "table", "inet", &daemon.network().nft_table()])
         .output()
@@ -563,45 +495,21 @@ async fn host_port_reaches_the_pod() {
 async fn twenty_parallel_pods_get_distinct_addresses() {
     require_root();
     let mut daemon = Daemon::start().await.unwrap();
-    let runs = (0..20).map(|i| run_pod(&daemon, pod_config(&format!("par-{i}"))));
+    let runs = (0..20).map(|i| daemon.run_pod(pod_config(&format!("par-{i}"))));
     let mut ids = Vec::new();
-    for result in futures_all(runs).await {
+    for result in futures_util::future::join_all(runs).await {
         ids.push(result.unwrap());
     }
     let mut ips = Vec::new();
     for id in &ids {
-        ips.push(pod_ip(&pod_status(&daemon, id).await.unwrap()));
+        ips.push(pod_ip(&daemon.pod_status(id).await.unwrap()));
     }
     let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
     assert_eq!(distinct.len(), 20, "{ips:?}");
     for id in &ids {
-        remove_pod(&daemon, id).await;
+        daemon.remove_pod(id).await.unwrap();
     }
     daemon.stop().await.unwrap();
-}
-
-/// Polls every future together on this task.
-async fn futures_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 /// A RunPodSandbox that fails after the network is attached (a cgroup_parent with
@@ -612,9 +520,9 @@ async fn failure_half_way_leaves_nothing_behind() {
     let mut daemon = Daemon::start().await.unwrap();
     let mut config = pod_config("half");
     config.linux.as_mut().unwrap().cgroup_parent = "/coracle-e2e-half/../escape".into();
-    let err = run_pod(&daemon, config).await.unwrap_err();
+    let err = daemon.run_pod(config).await.unwrap_err();
     assert!(err.message().contains("cgroup"), "{}", err.message());
-    assert!(listed_ids(&daemon).await.is_empty());
+    assert!(daemon.list_pod_ids().await.unwrap().is_empty());
     assert!(mounts_under(daemon.dir()).is_empty(), "namespaces left");
     let bridge = daemon.network().bridge();
     let ports: Vec<_> = fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
@@ -632,8 +540,8 @@ async fn failure_half_way_leaves_nothing_behind() {
     assert!(leases.is_empty(), "addresses still allocated: {leases:?}");
     assert!(!Path::new("/sys/fs/cgroup/memory/escape").exists());
     // The name is free again.
-    let id = run_pod(&daemon, pod_config("half")).await.unwrap();
-    remove_pod(&daemon, &id).await;
+    let id = daemon.run_pod(pod_config("half")).await.unwrap();
+    daemon.remove_pod(&id).await.unwrap();
     daemon.stop().await.unwrap();
 }
 

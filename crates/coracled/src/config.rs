@@ -220,19 +220,10 @@ impl Config {
 
     fn validate_network(&self) -> Result<(), ConfigError> {
         let network = &self.network;
-        for (key, value) in [
-            ("network.subnet_v4", &network.subnet_v4),
-            ("network.subnet_v6", &network.subnet_v6),
-        ] {
-            if value.is_empty() && key.ends_with("v6") {
-                continue;
-            }
-            if let Err(err) = value.parse::<coracle_net::Subnet>() {
-                return Err(ConfigError::Invalid {
-                    key,
-                    reason: format!("{value:?}: {err}"),
-                });
-            }
+        validate_subnet("network.subnet_v4", &network.subnet_v4)?;
+        // Empty means IPv4 only.
+        if !network.subnet_v6.is_empty() {
+            validate_subnet("network.subnet_v6", &network.subnet_v6)?;
         }
         if network.bridge.is_empty() || network.bridge.len() > 15 {
             return Err(ConfigError::Invalid {
@@ -253,6 +244,16 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
     }
+}
+
+fn validate_subnet(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    value
+        .parse::<coracle_net::Subnet>()
+        .map(drop)
+        .map_err(|err| ConfigError::Invalid {
+            key,
+            reason: format!("{value:?}: {err}"),
+        })
 }
 
 #[cfg(test)]

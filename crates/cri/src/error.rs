@@ -20,6 +20,8 @@ pub enum CriError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Image(Box<coracle_image::ImageError>),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl CriError {
@@ -35,6 +37,7 @@ impl CriError {
             Self::Store(store) => store_code(store),
             Self::Runtime(runtime) => runtime_code(runtime),
             Self::Image(image) => image_code(image),
+            Self::Task(_) => Code::Internal,
         }
     }
 }

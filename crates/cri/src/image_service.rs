@@ -84,7 +84,7 @@ impl ImageService for CriService {
         // Removing an image that is already gone succeeds: the call is idempotent.
         tokio::task::spawn_blocking(move || images.remove(&reference))
             .await
-            .map_err(|err| Status::internal(format!("remove image task: {err}")))?
+            .map_err(CriError::from)?
             .map_err(image_error)?;
         Ok(Response::new(v1::RemoveImageResponse {}))
     }
@@ -96,9 +96,9 @@ impl ImageService for CriService {
         let images = self.runtime.images().clone();
         let info = tokio::task::spawn_blocking(move || images.fs_info())
             .await
-            .map_err(|err| Status::internal(format!("image fs info task: {err}")))?;
+            .map_err(CriError::from)?;
         let usage = |path: &std::path::Path, used: &coracle_image::FsUsage| v1::FilesystemUsage {
-            timestamp: crate::time::now_nanos(),
+            timestamp: coracle_runtime::now_nanos(),
             fs_id: Some(v1::FilesystemIdentifier {
                 mountpoint: path.to_string_lossy().into_owned(),
             }),

@@ -15,7 +15,6 @@ pub mod server;
 pub mod service;
 pub mod socket;
 mod status;
-mod time;
 mod translate;
 pub mod version;
 

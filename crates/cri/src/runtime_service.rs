@@ -50,7 +50,12 @@ impl RuntimeService for CriService {
         request: Request<v1::StopPodSandboxRequest>,
     ) -> Rpc<v1::StopPodSandboxResponse> {
         let id = required_id("pod_sandbox_id", &request.get_ref().pod_sandbox_id)?;
-        self.runtime.stop_pod(id).await.map_err(CriError::from)?;
+        let (runtime, id) = (self.runtime.clone(), id.to_owned());
+        // Run to completion even if the call is cancelled: see run_pod_sandbox.
+        tokio::spawn(async move { runtime.stop_pod(&id).await })
+            .await
+            .map_err(CriError::from)?
+            .map_err(CriError::from)?;
         Ok(Response::new(v1::StopPodSandboxResponse {}))
     }
 
@@ -59,7 +64,11 @@ impl RuntimeService for CriService {
         request: Request<v1::RemovePodSandboxRequest>,
     ) -> Rpc<v1::RemovePodSandboxResponse> {
         let id = required_id("pod_sandbox_id", &request.get_ref().pod_sandbox_id)?;
-        self.runtime.remove_pod(id).await.map_err(CriError::from)?;
+        let (runtime, id) = (self.runtime.clone(), id.to_owned());
+        tokio::spawn(async move { runtime.remove_pod(&id).await })
+            .await
+            .map_err(CriError::from)?
+            .map_err(CriError::from)?;
         Ok(Response::new(v1::RemovePodSandboxResponse {}))
     }
 

@@ -13,7 +13,11 @@ impl CriService {
         request: RunPodSandboxRequest,
     ) -> Result<String, CriError> {
         let spec = pod_spec_from_cri(request)?;
-        Ok(self.runtime.run_pod(spec).await?)
+        // A task of its own: if kubelet gives up and the call is dropped, the pod is
+        // still finished or rolled back, never left half-made (and a repeat of the
+        // request picks it up through the name reservation).
+        let runtime = self.runtime.clone();
+        Ok(tokio::spawn(async move { runtime.run_pod(spec).await }).await??)
     }
 }
 
@@ -89,6 +93,10 @@ fn port_mapping_from_cri(mapping: &v1::PortMapping) -> Result<PortMapping, CriEr
     if !valid_port(mapping.container_port) || !valid_port(mapping.host_port) {
         return Err(invalid("port_mappings", "ports must be within 0..=65535"));
     }
+    // An unparsable address must not widen to "every node address".
+    if !mapping.host_ip.is_empty() && mapping.host_ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(invalid("port_mappings.host_ip", "not an IP address"));
+    }
     Ok(PortMapping {
         protocol,
         container_port: mapping.container_port,
@@ -148,6 +156,14 @@ mod tests {
         let mut bad = request();
         bad.config.as_mut().unwrap().port_mappings[0].host_port = 70000;
         assert!(pod_spec_from_cri(bad).is_err());
+    }
+
+    #[test]
+    fn malformed_host_ip_is_invalid() {
+        let mut bad = request();
+        bad.config.as_mut().unwrap().port_mappings[0].host_ip = "10.0.0.300".into();
+        let err = pod_spec_from_cri(bad).unwrap_err();
+        assert!(err.to_string().contains("host_ip"), "{err}");
     }
 
     #[test]

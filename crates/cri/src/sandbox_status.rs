@@ -56,7 +56,7 @@ impl CriService {
             status: Some(status),
             info,
             containers_statuses: Vec::new(),
-            timestamp: crate::time::now_nanos(),
+            timestamp: coracle_runtime::now_nanos(),
         })
     }
 }

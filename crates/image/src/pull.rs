@@ -173,9 +173,12 @@ impl ImageStore {
             )
         });
         let staged = futures_util::future::try_join_all(jobs).await?;
-        // Durable before visible under their names.
-        self.inner.sync_dir_fs(&staging.0);
-        self.commit_layers(&name, &chain, &missing, &staged, &staging, &guard.created)?;
+        // A re-pull of layers already here has nothing to make durable or commit.
+        if !missing.is_empty() {
+            // Durable before visible under their names.
+            self.inner.sync_dir_fs(&staging.0);
+            self.commit_layers(&name, &chain, &missing, &staged, &staging, &guard.created)?;
+        }
         drop(layer_guards);
 
         for (digest, bytes) in &resolved.blobs {
@@ -184,8 +187,15 @@ impl ImageStore {
         self.inner
             .layout
             .save_blob(&config_desc.digest, &config_bytes)?;
-        let size = resolved.manifest.config.size
-            + resolved.manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        // Sizes come from the registry; layers already here were never downloaded
+        // to check them, so a hostile value must not overflow.
+        let size = resolved
+            .manifest
+            .layers
+            .iter()
+            .fold(resolved.manifest.config.size, |sum, l| {
+                sum.saturating_add(l.size)
+            });
         let image = Image {
             id: config_desc.digest.clone(),
             repo_tags: image_ref.tagged().into_iter().collect(),

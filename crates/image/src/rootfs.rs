@@ -60,7 +60,10 @@ impl ImageStore {
             path: record_path.clone(),
             source,
         })?;
-        write_atomic(&record_path, &bytes).map_err(ImageError::io("write", &record_path))?;
+        if let Err(err) = write_atomic(&record_path, &bytes) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(ImageError::io("write", &record_path)(err));
+        }
         drop(images);
         let layers = RootfsLayers {
             lower_dirs: image
@@ -73,7 +76,11 @@ impl ImageStore {
             work_dir: dir.join("work"),
         };
         for sub in [&layers.upper_dir, &layers.work_dir] {
-            fs::create_dir_all(sub).map_err(ImageError::io("create", sub))?;
+            if let Err(err) = fs::create_dir_all(sub) {
+                // The written record would pin the snapshots until someone released it.
+                let _ = self.release_rootfs(container_id);
+                return Err(ImageError::io("create", sub)(err));
+            }
         }
         Ok(layers)
     }

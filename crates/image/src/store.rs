@@ -139,10 +139,11 @@ impl Layout {
 
     /// Stores a small blob (manifest, index, config) whose digest is verified.
     pub fn save_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), ImageError> {
-        let path = self.blob(digest);
-        if path.exists() {
+        // An intact copy is kept; a damaged one is replaced, not trusted forever.
+        if self.read_blob(digest).is_some() {
             return Ok(());
         }
+        let path = self.blob(digest);
         write_atomic(&path, bytes).map_err(ImageError::io("write", &path))
     }
 

@@ -323,6 +323,12 @@ impl BridgeNetwork {
     /// its addresses and removes its hostPort rules. Idempotent, and fine when
     /// the pod's namespace is already gone.
     pub async fn detach(&self, pod_id: &str) -> Result<(), NetError> {
+        self.detach_pod(pod_id, true).await
+    }
+
+    /// [`Self::detach`] for a caller that knows whether the pod had hostPorts: a pod
+    /// without them (most pods) costs no `nft` process on its way out.
+    pub async fn detach_pod(&self, pod_id: &str, had_host_ports: bool) -> Result<(), NetError> {
         validate_pod_id(pod_id)?;
         let netlink = Netlink::connect()?;
         let host_veth = veth_name(pod_id);
@@ -333,7 +339,9 @@ impl BridgeNetwork {
                 tracing::warn!(pod_id, veth = host_veth, owner = ?link.alias, "veth of another pod left alone");
             }
         }
-        self.nft.remove_pod_rules(pod_id).await?;
+        if had_host_ports {
+            self.nft.remove_pod_rules(pod_id).await?;
+        }
         self.ipam.release(pod_id)?;
         Ok(())
     }

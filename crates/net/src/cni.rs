@@ -127,6 +127,9 @@ impl CniNetwork {
             ifname,
             args: cni_args(pod, pod_id),
         };
+        // Cached before the first plugin runs: if one fails halfway, the rollback's
+        // DEL still finds the list and releases what the earlier plugins made.
+        self.write_cache(pod_id, ifname, &list, &Value::Null, port_mappings)?;
         let mut prev_result: Option<Value> = None;
         for plugin in &list.plugins {
             let config = plugin_config(&list, plugin, prev_result.as_ref(), port_mappings);

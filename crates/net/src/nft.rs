@@ -138,10 +138,11 @@ impl NftTable {
                 IpAddr::V6(ip) => ("ipv6", "ip6", format!("[{ip}]:{}", mapping.container_port)),
             };
             let host_match = match mapping.host_ip {
+                // 0.0.0.0 and :: both mean every node address, whatever the family.
+                Some(host_ip) if host_ip.is_unspecified() => String::new(),
                 Some(host_ip) if host_ip.is_ipv4() != pod_ip.is_ipv4() => {
                     return Err(invalid("host ip and pod ip are of different families"));
                 }
-                Some(host_ip) if host_ip.is_unspecified() => String::new(),
                 Some(host_ip) => format!("{family} daddr {host_ip} "),
                 None => String::new(),
             };

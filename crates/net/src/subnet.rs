@@ -113,6 +113,10 @@ impl FromStr for Subnet {
             .map_err(|_| error("prefix length is not a number"))?;
         // A gateway, one pod, and the network and last addresses need 4 addresses.
         let max_prefix = if network.is_ipv4() { 30 } else { 126 };
+        // The size of an IPv6 /0 (2^128) does not fit the u128 the pool math uses.
+        if prefix == 0 && network.is_ipv6() {
+            return Err(error("an IPv6 prefix length of 0 is not supported"));
+        }
         if prefix > max_prefix {
             return Err(error("prefix too long: no room for a gateway and a pod"));
         }

@@ -207,7 +207,7 @@ fn log_load_report<R: store::Record>(report: &LoadReport) {
 }
 
 /// Nanoseconds since the Unix epoch, as the CRI reports times.
-pub(crate) fn now_nanos() -> i64 {
+pub fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::model::{DnsSpec, PodSpec};
-use crate::store::write_atomic;
+use crate::store::write_all_atomic;
 
 pub const HOSTNAME_FILE: &str = "hostname";
 pub const HOSTS_FILE: &str = "hosts";
@@ -54,17 +54,16 @@ pub fn write_pod_files(
         Some(dns) if !is_empty(dns) => resolv_conf(dns),
         _ => read_host_file("/etc/resolv.conf")?,
     };
-    for (name, content) in [
-        (HOSTNAME_FILE, format!("{hostname}\n")),
-        (HOSTS_FILE, hosts),
-        (RESOLV_CONF_FILE, resolv),
-    ] {
-        write_atomic(dir, name, content.as_bytes()).map_err(|source| PodFilesError::Write {
-            path: dir.join(name),
-            source,
-        })?;
-    }
-    Ok(())
+    let hostname = format!("{hostname}\n");
+    let files: [(&str, &[u8]); 3] = [
+        (HOSTNAME_FILE, hostname.as_bytes()),
+        (HOSTS_FILE, hosts.as_bytes()),
+        (RESOLV_CONF_FILE, resolv.as_bytes()),
+    ];
+    write_all_atomic(dir, &files).map_err(|source| PodFilesError::Write {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 fn is_empty(dns: &DnsSpec) -> bool {

@@ -167,9 +167,14 @@ impl Runtime {
                     });
             }
         };
+        // Without a record (an orphan), assume the worst: look for hostPort rules.
+        let had_host_ports = self
+            .pods
+            .get(id)
+            .is_none_or(|pod| !host_ports(&pod.spec).is_empty());
         network
             .bridge
-            .detach(id)
+            .detach_pod(id, had_host_ports)
             .await
             .map_err(|err| RuntimeError::PodNetwork {
                 id: id.to_owned(),

@@ -2,13 +2,15 @@
 //! back; ready pods whose pinned namespaces vanished (the state dir is tmpfs, so a
 //! reboot clears it) are marked NotReady so kubelet makes them anew.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use crate::Runtime;
 use crate::model::PodState;
 
 impl Runtime {
     pub(crate) async fn recover(&self) {
+        let mount_points = mount_points();
         for pod in self.pods.list() {
             match pod.state {
                 PodState::Creating => {
@@ -16,7 +18,11 @@ impl Runtime {
                     self.roll_back_pod(&pod.id).await;
                 }
                 PodState::Ready
-                    if !namespaces_still_pinned(pod.namespace_dir.as_deref(), &pod.pinned) =>
+                    if !namespaces_still_pinned(
+                        &mount_points,
+                        pod.namespace_dir.as_deref(),
+                        &pod.pinned,
+                    ) =>
                 {
                     tracing::warn!(pod = %pod.id, "pinned namespaces are gone (reboot?): marking the pod NotReady");
                     self.names.insert_existing(&pod.id, &pod.spec);
@@ -33,16 +39,25 @@ impl Runtime {
     }
 }
 
-fn namespaces_still_pinned(dir: Option<&Path>, pinned: &[String]) -> bool {
+/// Every mount point of this mount namespace, read once for all pods.
+fn mount_points() -> HashSet<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .collect()
+}
+
+fn namespaces_still_pinned(
+    mount_points: &HashSet<PathBuf>,
+    dir: Option<&Path>,
+    pinned: &[String],
+) -> bool {
     let Some(dir) = dir else {
         return true;
     };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    pinned.iter().all(|name| {
-        let path = dir.join(name);
-        let path = path.to_string_lossy();
-        mountinfo
-            .lines()
-            .any(|line| line.split(' ').nth(4) == Some(path.as_ref()))
-    })
+    pinned
+        .iter()
+        .all(|name| mount_points.contains(&dir.join(name)))
 }

@@ -13,8 +13,11 @@ impl Runtime {
             Err(StoreError::NotFound { .. }) => return Ok(()),
             Err(err) => return Err(err.into()),
         };
-        self.remove_pod_resources(id).await?;
-        let spec = self.pods.get(id).map(|pod| pod.spec.clone());
+        let pod = self.pods.get(id);
+        // Stop already took a stopped pod off the network.
+        let attached = pod.as_ref().is_some_and(|pod| pod.network.is_some());
+        self.remove_pod_resources(id, attached).await?;
+        let spec = pod.map(|pod| pod.spec.clone());
         self.pods.remove(guard).await?;
         if let Some(spec) = spec {
             self.names.release(id, &spec);
@@ -23,9 +26,16 @@ impl Runtime {
     }
 
     /// Everything a pod owns outside its record. Idempotent, so it also serves the
-    /// rollback of a failed RunPodSandbox and recovery after a crash.
-    pub(crate) async fn remove_pod_resources(&self, id: &str) -> Result<(), RuntimeError> {
-        self.detach_pod_network(id).await?;
+    /// rollback of a failed RunPodSandbox and recovery after a crash, which pass
+    /// `detach_network` always: their record may not know the pod was attached.
+    pub(crate) async fn remove_pod_resources(
+        &self,
+        id: &str,
+        detach_network: bool,
+    ) -> Result<(), RuntimeError> {
+        if detach_network {
+            self.detach_pod_network(id).await?;
+        }
         self.release_pod_namespaces(id).await?;
         if let Some(pod) = self.pods.get(id) {
             let pod_id = id.to_owned();
@@ -44,7 +54,7 @@ impl Runtime {
 
     /// Undoes a RunPodSandbox that failed midway: resources, then the record.
     pub(crate) async fn roll_back_pod(&self, id: &str) {
-        if let Err(err) = self.remove_pod_resources(id).await {
+        if let Err(err) = self.remove_pod_resources(id, true).await {
             tracing::warn!(pod = %id, error = %err, "rollback left resources behind; the next start retries");
             return;
         }

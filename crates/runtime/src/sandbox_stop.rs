@@ -8,7 +8,11 @@ use crate::{Runtime, RuntimeError};
 impl Runtime {
     pub async fn stop_pod(&self, id: &str) -> Result<(), RuntimeError> {
         let guard = self.pods.lock(id).await?;
-        self.detach_pod_network(id).await?;
+        // The record says whether the pod is on the network; a repeated stop (kubelet
+        // sends several) then costs no netlink or nft work.
+        if self.pods.get(id).is_some_and(|pod| pod.network.is_some()) {
+            self.detach_pod_network(id).await?;
+        }
         self.release_pod_namespaces(id).await?;
         self.pods
             .update(&guard, |pod| {

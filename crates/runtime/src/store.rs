@@ -352,12 +352,25 @@ fn temp_file_name(final_name: &str) -> String {
 /// Writes `bytes` to `dir/name` so that a crash at any point leaves the old file or
 /// the new one: temp file, fsync, rename over, fsync of the directory.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    write_all_atomic(dir, &[(name, bytes)])
+}
+
+/// [`write_atomic`] for several files of one directory, with a single fsync of the
+/// directory at the end: each file is the old one or the new one after a crash.
+pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    for (name, bytes) in files {
+        replace_file(dir, name, bytes)?;
+    }
+    sync_dir(dir).map_err(|source| StoreError::Write {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Temp file, fsync, rename over `dir/name`; the directory entry is not yet durable.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let final_path = dir.join(name);
     let temp_path = dir.join(temp_file_name(name));
-    let write_err = |source| StoreError::Write {
-        path: final_path.clone(),
-        source,
-    };
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -366,13 +379,15 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
             .open(&temp_path)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        fs::rename(&temp_path, &final_path)?;
-        sync_dir(dir)
+        fs::rename(&temp_path, &final_path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp_path);
     }
-    result.map_err(write_err)
+    result.map_err(|source| StoreError::Write {
+        path: final_path,
+        source,
+    })
 }
 
 fn remove_durably(dir: &Path, path: &Path) -> Result<()> {

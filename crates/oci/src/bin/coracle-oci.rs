@@ -187,11 +187,24 @@ fn run(cli: &Cli) -> Result<u8> {
         Cmd::Delete { id, force } => Container::load(root, id)?.delete(*force)?,
         Cmd::Run { create: a, detach } => {
             let mut c = create(cli, a)?;
-            c.start()?;
-            if !detach {
-                let code = c.wait()?;
-                c.delete(true)?;
-                return Ok(u8::try_from(code).unwrap_or(255));
+            let ran = c.start().and_then(|()| {
+                if *detach {
+                    Ok(None)
+                } else {
+                    c.wait().map(Some)
+                }
+            });
+            match ran {
+                Ok(None) => {}
+                Ok(Some(code)) => {
+                    c.delete(true)?;
+                    return Ok(u8::try_from(code).unwrap_or(255));
+                }
+                Err(err) => {
+                    // As runc: a run that failed leaves no container behind.
+                    let _ = c.delete(true);
+                    return Err(err.into());
+                }
             }
         }
         Cmd::Exec {

@@ -169,11 +169,6 @@ impl Container {
 
         let linux = spec.linux().as_ref();
         let seccomp = compile_seccomp(linux.and_then(|l| l.seccomp().as_ref()))?;
-        let cgroup = Cgroup::create(&spec, id)?;
-        let cgroup_mounts = cgroup
-            .as_ref()
-            .map(|c| c.mount_sources())
-            .unwrap_or_default();
         let ns = NsPlan::from_spec(&spec)?;
         let console = match (&opts.console_socket, process.terminal().unwrap_or(false)) {
             (Some(p), true) => Some(connect_console(p)?),
@@ -184,6 +179,14 @@ impl Container {
             }
             _ => None,
         };
+        // Owned by the cleanup guard from the moment it exists: any failure below
+        // removes it.
+        cleanup.cgroup = Cgroup::create(&spec, id)?;
+        let cgroup_mounts = cleanup
+            .cgroup
+            .as_ref()
+            .map(|c| c.mount_sources())
+            .unwrap_or_default();
         let mut oci_state = OciState {
             oci_version: spec.version().clone(),
             id: id.to_string(),
@@ -211,10 +214,9 @@ impl Container {
         };
         let (ipid, ch) = spawn_intermediate(cfg)?;
         cleanup.pids.push(ipid);
-        if let Some(cg) = &cgroup {
+        if let Some(cg) = &cleanup.cgroup {
             cg.add_task(ipid)?;
         }
-        cleanup.cgroup = cgroup;
         ch.send(&Msg::Go)?;
 
         let mut init_pid = None;
@@ -286,7 +288,7 @@ impl Container {
             pid_start_time: start_time,
             created: state::now_rfc3339(),
             config: spec,
-            cgroup: cleanup.cgroup.as_ref().map(|c| c.to_state()),
+            cgroup: cleanup.cgroup.as_ref().map(|c| c.to_state()).transpose()?,
         };
         persisted.save(&opts.state_root)?;
         if let Some(p) = &opts.pid_file {

@@ -69,15 +69,22 @@ impl Container {
         let reap_intermediate = || {
             let _ = waitpid(Pid::from_raw(ipid), None);
         };
+        // On a failure the intermediate may be stuck (a timeout): kill it before the
+        // blocking wait, or exec would hang with it.
+        let abandon_intermediate = || {
+            let _ = nix::sys::signal::kill(Pid::from_raw(ipid), nix::sys::signal::Signal::SIGKILL);
+            reap_intermediate();
+        };
         if let Some(cg) = self.cgroup()? {
             if let Err(e) = cg.add_task(ipid) {
-                let _ =
-                    nix::sys::signal::kill(Pid::from_raw(ipid), nix::sys::signal::Signal::SIGKILL);
-                reap_intermediate();
+                abandon_intermediate();
                 return Err(e.into());
             }
         }
-        ch.send(&Msg::Go)?;
+        if let Err(e) = ch.send(&Msg::Go) {
+            abandon_intermediate();
+            return Err(e.into());
+        }
         let pid = match ch.recv(Some(super::SYNC_TIMEOUT)) {
             Ok(Msg::Pid(pid)) => pid,
             Ok(Msg::Error(m)) => {
@@ -90,33 +97,35 @@ impl Container {
                 return Err(ContainerError::Child(m));
             }
             Ok(other) => {
-                reap_intermediate();
+                abandon_intermediate();
                 return Err(ContainerError::Child(format!(
                     "unexpected message {other:?}"
                 )));
             }
             Err(e) => {
-                reap_intermediate();
+                abandon_intermediate();
                 return Err(e.into());
             }
         };
         reap_intermediate();
         // The sync socket is close-on-exec in the process: EOF means execve succeeded.
-        match ch.recv(Some(super::SYNC_TIMEOUT)) {
-            Err(ChannelError::Closed) => {}
-            Ok(Msg::Error(m)) => {
-                let _ = waitpid(Pid::from_raw(pid), None);
-                return Err(ContainerError::Child(m));
-            }
-            Ok(other) => {
-                return Err(ContainerError::Child(format!(
-                    "unexpected message {other:?}"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if let Some(p) = &opts.pid_file {
-            write_pid_file(p, pid)?;
+        let exec_result = match ch.recv(Some(super::SYNC_TIMEOUT)) {
+            Err(ChannelError::Closed) => Ok(()),
+            Ok(Msg::Error(m)) => Err(ContainerError::Child(m)),
+            Ok(other) => Err(ContainerError::Child(format!(
+                "unexpected message {other:?}"
+            ))),
+            Err(e) => Err(e.into()),
+        };
+        let started = exec_result.and_then(|()| match &opts.pid_file {
+            Some(p) => write_pid_file(p, pid),
+            None => Ok(()),
+        });
+        if let Err(err) = started {
+            // Never leave a process we could not report running in the container.
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+            return Err(err);
         }
         Ok(ExecProcess { pid })
     }

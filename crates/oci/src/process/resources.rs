@@ -68,8 +68,13 @@ impl Cgroup {
         Ok(Self { inner })
     }
 
-    pub fn to_state(&self) -> serde_json::Value {
-        serde_json::to_value(&self.inner).unwrap_or(serde_json::Value::Null)
+    /// The persisted form; an error rather than a silent null, which would make a
+    /// later delete forget the cgroup.
+    pub fn to_state(&self) -> Result<serde_json::Value, ResourceError> {
+        serde_json::to_value(&self.inner).map_err(|err| ResourceError::Cgroup {
+            op: "save",
+            msg: err.to_string(),
+        })
     }
 
     pub fn add_task(&self, pid: i32) -> Result<(), ResourceError> {
