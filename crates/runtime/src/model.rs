@@ -156,6 +156,151 @@ pub enum ContainerState {
     Unknown,
 }
 
+/// Mount propagation as the CRI names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Propagation {
+    /// rprivate.
+    #[default]
+    Private,
+    /// rslave: mounts made on the host later appear in the container.
+    HostToContainer,
+    /// rshared both ways.
+    Bidirectional,
+}
+
+/// A host path bound into the container (CRI `Mount`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+    /// Read-only all the way down (`MOUNT_ATTR_RDONLY` with `AT_RECURSIVE`).
+    pub recursive_read_only: bool,
+    pub propagation: Propagation,
+    pub selinux_relabel: bool,
+}
+
+/// A host device made available in the container (CRI `Device`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    pub container_path: String,
+    pub host_path: String,
+    /// cgroup permissions: some of `r`, `w`, `m`.
+    pub permissions: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HugepageLimit {
+    /// As the kernel names it: `2MB`, `1GB`.
+    pub page_size: String,
+    pub limit: u64,
+}
+
+/// CRI `LinuxContainerResources`; 0 / empty means "not set".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourcesSpec {
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    pub memory_limit_in_bytes: i64,
+    pub memory_swap_limit_in_bytes: i64,
+    pub oom_score_adj: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    pub hugepage_limits: Vec<HugepageLimit>,
+    /// cgroup v2 files by name (`memory.high`, ...).
+    pub unified: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "path")]
+pub enum SeccompProfile {
+    /// containerd's default profile.
+    RuntimeDefault,
+    #[default]
+    Unconfined,
+    /// A profile file on the node (absolute path, `localhost/` prefix stripped).
+    Localhost(String),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupplementalGroupsPolicy {
+    /// The image's groups of the user plus the requested ones.
+    #[default]
+    Merge,
+    /// Only the requested ones (and the primary group).
+    Strict,
+}
+
+/// CRI `LinuxContainerSecurityContext`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecuritySpec {
+    pub privileged: bool,
+    /// Capability names as the CRI gives them (`NET_ADMIN`, `CAP_NET_ADMIN` or `ALL`).
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+    pub ambient_capabilities_add: Vec<String>,
+    /// The container's namespaces (network and ipc follow the pod; pid may differ).
+    pub namespaces: PodNamespaces,
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub run_as_username: String,
+    pub readonly_rootfs: bool,
+    pub supplemental_groups: Vec<i64>,
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
+    pub no_new_privs: bool,
+    /// Empty means the runtime's defaults (unless privileged, which gets none).
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub seccomp: SeccompProfile,
+}
+
+/// Everything a CreateContainer request asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub metadata: ContainerMetadata,
+    /// The image as the request named it.
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub working_dir: String,
+    /// In request order; later entries override earlier ones and the image's.
+    pub envs: Vec<(String, String)>,
+    pub mounts: Vec<MountSpec>,
+    pub devices: Vec<DeviceSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Relative to the pod's log_directory; empty means no log file.
+    pub log_path: String,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+    pub resources: ResourcesSpec,
+    pub security: SecuritySpec,
+}
+
+/// The monitor process of a container, identified beyond pid reuse.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub pid: i32,
+    /// Field 22 of /proc/<pid>/stat (clock ticks since boot).
+    pub start_time: u64,
+}
+
+/// How a container ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerExit {
+    /// Exit status, or 128 + signal number when killed by a signal.
+    pub exit_code: i32,
+    /// Nanoseconds since the Unix epoch.
+    pub finished_at: i64,
+    /// CRI reason: `Completed`, `Error`, `OOMKilled`, `Unknown`.
+    pub reason: String,
+    pub message: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
@@ -167,12 +312,44 @@ pub struct ContainerRecord {
     /// The resolved image (`repo@sha256:...` or image id).
     #[serde(default)]
     pub image_ref: String,
+    /// The image id (`sha256:...` of its config).
+    #[serde(default)]
+    pub image_id: String,
     /// Nanoseconds since the Unix epoch.
     pub created_at: i64,
+    #[serde(default)]
+    pub started_at: i64,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The request, kept for status and for a restart.
+    #[serde(default)]
+    pub spec: ContainerSpec,
+    /// Absolute path of the CRI log file, empty when none.
+    #[serde(default)]
+    pub log_path: String,
+    /// The image's STOPSIGNAL (a name or number), empty for SIGTERM.
+    #[serde(default)]
+    pub stop_signal: String,
+    /// uid, gid and groups the container's process runs with.
+    #[serde(default)]
+    pub user: Option<ResolvedUser>,
+    /// The monitor, while the container has one.
+    #[serde(default)]
+    pub monitor: Option<ProcessIdentity>,
+    /// Host pid of the container's init, once created.
+    #[serde(default)]
+    pub pid: i32,
+    #[serde(default)]
+    pub exit: Option<ContainerExit>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
 }
 
 impl Record for ContainerRecord {
