@@ -8,7 +8,9 @@ set -euo pipefail
 # busybox-static, docker-registry, python3, zstd: test images and their registry.
 # nftables: the nft binary for the bridge network's masquerade and hostPort rules;
 # iproute2, util-linux (nsenter): cleanup and probes in crates/net's root tests.
-DEBIAN_PACKAGES=(protobuf-compiler libseccomp-dev pkg-config busybox-static docker-registry python3 zstd ca-certificates nftables iproute2 util-linux)
+# containernetworking-plugins: the CNI plugins (bridge, host-local, loopback, portmap)
+# that the CNI-mode tests run for real.
+DEBIAN_PACKAGES=(protobuf-compiler libseccomp-dev pkg-config busybox-static docker-registry python3 zstd ca-certificates nftables iproute2 util-linux containernetworking-plugins)
 MIN_RUST=1.85
 
 die() { echo "install-deps: $*" >&2; exit 1; }
