@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./hack/install-deps.sh
-cargo build --release --locked -p coracled
+cargo build --release --locked -p coracled -p coracle-monitor
 exec ./target/release/coracled "$@"

@@ -337,6 +337,7 @@ fn pod_record(id: &str, name: &str) -> PodRecord {
         cgroup: None,
         cgroup_created: false,
         network: None,
+        init: None,
     }
 }
 

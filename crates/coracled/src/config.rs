@@ -22,6 +22,8 @@ pub struct Config {
     pub cgroup_driver: CgroupDriver,
     /// On SIGTERM/SIGINT, how long in-flight requests may still run.
     pub shutdown_timeout_seconds: u64,
+    /// The `coracle-monitor` binary; empty: the one next to `coracled`.
+    pub monitor_path: PathBuf,
     pub log: LogConfig,
     pub network: NetworkConfig,
     /// Registries (mirrors, insecure, credentials), parallel downloads, pull timeout.
@@ -90,6 +92,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/run/coracle"),
             cgroup_driver: CgroupDriver::Cgroupfs,
             shutdown_timeout_seconds: 10,
+            monitor_path: PathBuf::new(),
             log: LogConfig::default(),
             network: NetworkConfig::default(),
             image: coracle_image::ImageConfig::default(),

@@ -71,7 +71,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     // The socket first: a second daemon must fail before it touches the store.
     let socket = coracle_cri::bind(&config.socket_path)?;
-    let runtime = Runtime::open(dirs, network, config.image.clone())
+    let monitor_path = monitor_binary(&config.monitor_path)?;
+    let runtime = Runtime::open(dirs, network, config.image.clone(), monitor_path)
         .await
         .context("open the runtime state")?;
     let service = CriService::new(Arc::new(runtime), cri_options(&config)?);
@@ -84,6 +85,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     coracle_cri::serve(service, socket, shutdown_signal()?, grace).await?;
     tracing::info!("coracled stopped");
     Ok(())
+}
+
+/// The configured monitor binary, or the one installed beside `coracled`.
+fn monitor_binary(configured: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = if configured.as_os_str().is_empty() {
+        let exe = std::env::current_exe().context("find coracled's own path")?;
+        exe.with_file_name("coracle-monitor")
+    } else {
+        configured.to_owned()
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "the container monitor {} does not exist (set monitor_path in the config)",
+        path.display()
+    );
+    Ok(path)
 }
 
 fn cri_options(config: &Config) -> anyhow::Result<CriOptions> {

@@ -85,6 +85,7 @@ mod tests {
             cgroup: None,
             cgroup_created: false,
             network: None,
+            init: None,
         }
     }
 

@@ -1,12 +1,21 @@
 //! Pods and containers: lifecycle, the persisted store, name reservation, and the
 //! locks that keep one daemon per root directory.
 
+mod container_create;
+mod container_exec;
+mod container_exit;
+mod container_remove;
+pub mod container_spec;
+mod container_start;
+mod container_stop;
 pub mod lock_file;
+pub mod monitor_client;
 pub mod model;
 pub mod names;
 mod pod_cgroup;
 pub mod pod_files;
 mod pod_network;
+mod pod_shm;
 mod recover;
 mod sandbox_remove;
 mod sandbox_run;
@@ -15,7 +24,7 @@ pub mod store;
 
 use std::path::{Path, PathBuf};
 
-use model::{ContainerRecord, PodRecord};
+use model::{ContainerRecord, PodRecord, PodSpec};
 use names::NameRegistry;
 use store::{LoadReport, RecordStore, StoreError};
 
@@ -78,10 +87,49 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("shm of pod {id}: {source}")]
+    PodShm { id: String, source: std::io::Error },
     #[error("generate an id: {0}")]
     Id(std::io::Error),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("container name {key} is reserved for container {holder_id} with a different config")]
+    ContainerNameReserved { key: String, holder_id: String },
+    #[error("image {0:?} not found: pull it first")]
+    ImageNotFound(String),
+    #[error("rootfs of container {id}: {source}")]
+    Rootfs {
+        id: String,
+        source: Box<coracle_image::ImageError>,
+    },
+    #[error("spec of container {id}: {source}")]
+    Spec {
+        id: String,
+        source: container_spec::SpecError,
+    },
+    #[error("write the bundle of container {id}: {source}")]
+    Bundle { id: String, source: std::io::Error },
+    #[error("monitor of container {id}: {source}")]
+    Monitor {
+        id: String,
+        source: monitor_client::MonitorError,
+    },
+    #[error("{op} container {id}: {source}")]
+    Oci {
+        op: &'static str,
+        id: String,
+        source: Box<coracle_oci::ContainerError>,
+    },
+    #[error("exec in container {id} timed out after {timeout:?}; its process group was killed")]
+    ExecTimeout {
+        id: String,
+        timeout: std::time::Duration,
+        output: Box<monitor_client::ExecOutput>,
+    },
 }
 
 impl RuntimeError {
@@ -117,6 +165,27 @@ impl RuntimeDirs {
     pub fn pod_files_dir(&self, id: &str) -> PathBuf {
         self.root.join("sandboxes").join(id)
     }
+
+    /// The pod's /dev/shm (a tmpfs shared by its containers).
+    pub fn pod_shm_dir(&self, id: &str) -> PathBuf {
+        self.pod_state_dir(id).join("shm")
+    }
+
+    /// Volatile per-container dir: the monitor's exit file and control socket, and
+    /// the bundle.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.state.join("containers").join(id)
+    }
+
+    /// The OCI bundle of a container: `config.json` and the `rootfs` mount point.
+    pub fn container_bundle(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("bundle")
+    }
+
+    /// The executor's state root, shared by all containers.
+    pub fn oci_root(&self) -> PathBuf {
+        self.state.join("oci")
+    }
 }
 
 /// Runtime handlers (RuntimeClass names) this node serves; "" is the default.
@@ -126,11 +195,15 @@ pub const RUNTIME_HANDLERS: [&str; 2] = ["", "coracle"];
 pub struct Runtime {
     dirs: RuntimeDirs,
     pods: RecordStore<PodRecord>,
-    containers: RecordStore<ContainerRecord>,
-    names: NameRegistry,
+    containers: std::sync::Arc<RecordStore<ContainerRecord>>,
+    names: NameRegistry<PodSpec>,
+    container_names: NameRegistry<model::ContainerRequest>,
     /// The pod network: the built-in bridge or CNI.
     network: pod_network::Network,
     images: std::sync::Arc<coracle_image::ImageStore>,
+    /// The `coracle-monitor` binary.
+    monitor_path: PathBuf,
+    exits: container_exit::ExitWatchers,
     _root_lock: LockFile,
 }
 
@@ -141,6 +214,7 @@ impl Runtime {
         dirs: RuntimeDirs,
         network: NetworkSetup,
         image_config: coracle_image::ImageConfig,
+        monitor_path: PathBuf,
     ) -> Result<Self, RuntimeError> {
         let root_lock = LockFile::acquire(&dirs.root.join("coracle.lock"))?;
         store::create_private_dir(&dirs.state).map_err(|source| RuntimeError::OpenStore {
@@ -148,7 +222,8 @@ impl Runtime {
             source,
         })?;
         let pods = open_store::<PodRecord>(&dirs.root.join("pods"))?;
-        let containers = open_store::<ContainerRecord>(&dirs.root.join("containers"))?;
+        let containers =
+            std::sync::Arc::new(open_store::<ContainerRecord>(&dirs.root.join("containers"))?);
         let network = pod_network::Network::open(network, &dirs.root).await?;
         let image_root = dirs.root.join("images");
         let images = tokio::task::spawn_blocking(move || {
@@ -161,8 +236,11 @@ impl Runtime {
             pods,
             containers,
             names: NameRegistry::default(),
+            container_names: NameRegistry::default(),
             network,
             images: std::sync::Arc::new(images),
+            monitor_path,
+            exits: container_exit::ExitWatchers::default(),
             _root_lock: root_lock,
         };
         runtime.recover().await;

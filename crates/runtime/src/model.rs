@@ -123,6 +123,17 @@ pub struct PodRecord {
     /// The pod's addresses on the built-in network, while it has them.
     #[serde(default)]
     pub network: Option<PodNetworkRecord>,
+    /// The init process holding the pod's shared PID namespace (PID mode POD).
+    #[serde(default)]
+    pub init: Option<ProcessIdentity>,
+}
+
+impl PodRecord {
+    /// The pod's shared PID namespace, while its init runs.
+    pub fn pid_namespace_path(&self) -> Option<std::path::PathBuf> {
+        self.init
+            .map(|init| std::path::PathBuf::from(format!("/proc/{}/ns/pid", init.pid)))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -343,6 +354,10 @@ pub struct ContainerRecord {
     pub pid: i32,
     #[serde(default)]
     pub exit: Option<ContainerExit>,
+    /// CreateContainer is still setting it up; never listed. A record left so by a
+    /// crash is rolled back at the next start.
+    #[serde(default)]
+    pub creating: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,5 +372,20 @@ impl Record for ContainerRecord {
 
     fn id(&self) -> &str {
         &self.id
+    }
+}
+
+/// A CreateContainer request: the spec and the pod it is for. kubelet names a
+/// container uniquely within its pod and attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRequest {
+    pub pod_id: String,
+    pub spec: ContainerSpec,
+}
+
+impl crate::names::Reservable for ContainerRequest {
+    fn reservation_key(&self) -> String {
+        let m = &self.spec.metadata;
+        format!("{}_{}_{}", m.name, self.pod_id, m.attempt)
     }
 }

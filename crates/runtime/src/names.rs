@@ -1,4 +1,4 @@
-//! Pod name reservation, with kubelet's retries in mind.
+//! Pod and container name reservation, with kubelet's retries in mind.
 //!
 //! kubelet gives up on a RunPodSandbox after its runtime request timeout (2 minutes)
 //! and sends the same request again. containerd then answers "name is reserved"
@@ -13,7 +13,16 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use crate::model::PodSpec;
+/// A request whose name must be unique: equal requests are repeats of each other.
+pub trait Reservable: Clone + PartialEq {
+    fn reservation_key(&self) -> String;
+}
+
+impl Reservable for crate::model::PodSpec {
+    fn reservation_key(&self) -> String {
+        crate::model::PodSpec::reservation_key(self)
+    }
+}
 
 /// How a reservation attempt turned out.
 pub enum Reservation {
@@ -34,26 +43,33 @@ pub enum Outcome {
     Failed,
 }
 
-enum Entry {
+enum Entry<S> {
     Making {
         id: String,
-        spec: PodSpec,
+        spec: S,
         done: watch::Sender<Option<Outcome>>,
     },
     Made {
         id: String,
-        spec: PodSpec,
+        spec: S,
     },
 }
 
-#[derive(Default)]
-pub struct NameRegistry {
-    entries: Mutex<HashMap<String, Entry>>,
+pub struct NameRegistry<S> {
+    entries: Mutex<HashMap<String, Entry<S>>>,
 }
 
-impl NameRegistry {
+impl<S> Default for NameRegistry<S> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<S: Reservable> NameRegistry<S> {
     /// Records a pod that exists already (at start, from the store).
-    pub fn insert_existing(&self, id: &str, spec: &PodSpec) {
+    pub fn insert_existing(&self, id: &str, spec: &S) {
         self.lock().insert(
             spec.reservation_key(),
             Entry::Made {
@@ -64,7 +80,7 @@ impl NameRegistry {
     }
 
     /// Tries to reserve the name of `spec` for a new pod `id`.
-    pub fn reserve(&self, id: &str, spec: &PodSpec) -> Reservation {
+    pub fn reserve(&self, id: &str, spec: &S) -> Reservation {
         let mut entries = self.lock();
         let key = spec.reservation_key();
         match entries.get(&key) {
@@ -94,7 +110,7 @@ impl NameRegistry {
 
     /// Ends the attempt on `spec`'s name: keeps the name for the pod it made, or frees
     /// it after a failure; either way wakes the repeats waiting on it.
-    pub fn finish(&self, spec: &PodSpec, made: Option<&str>) {
+    pub fn finish(&self, spec: &S, made: Option<&str>) {
         let mut entries = self.lock();
         let key = spec.reservation_key();
         let Some(Entry::Making { id, done, .. }) = entries.remove(&key) else {
@@ -117,7 +133,7 @@ impl NameRegistry {
     }
 
     /// Frees the name of a removed pod.
-    pub fn release(&self, id: &str, spec: &PodSpec) {
+    pub fn release(&self, id: &str, spec: &S) {
         let mut entries = self.lock();
         let key = spec.reservation_key();
         if matches!(entries.get(&key), Some(Entry::Made { id: held, .. }) if held == id) {
@@ -125,7 +141,7 @@ impl NameRegistry {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry<S>>> {
         // Every critical section is a single map operation; a poisoned lock still
         // holds a consistent map.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
@@ -144,7 +160,7 @@ pub async fn wait_for(mut receiver: watch::Receiver<Option<Outcome>>) -> Outcome
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PodMetadata;
+    use crate::model::{PodMetadata, PodSpec};
 
     fn spec(name: &str, hostname: &str) -> PodSpec {
         PodSpec {

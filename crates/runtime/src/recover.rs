@@ -6,10 +6,11 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::Runtime;
-use crate::model::PodState;
+use crate::model::{ContainerState, PodState};
 
 impl Runtime {
     pub(crate) async fn recover(&self) {
+        self.recover_containers().await;
         let mount_points = mount_points();
         for pod in self.pods.list() {
             match pod.state {
@@ -36,6 +37,39 @@ impl Runtime {
             }
         }
         self.release_orphaned_networks().await;
+    }
+}
+
+impl Runtime {
+    /// Containers caught mid-creation are rolled back; live ones get their exit
+    /// watcher back; those whose monitor ended while the daemon was away get the
+    /// exit the monitor recorded.
+    async fn recover_containers(&self) {
+        for container in self.containers.list() {
+            if container.creating {
+                tracing::info!(container = %container.id, "rolling back a container left half-made by a crash");
+                self.roll_back_container(&container.id).await;
+                continue;
+            }
+            self.container_names.insert_existing(
+                &container.id,
+                &crate::model::ContainerRequest {
+                    pod_id: container.pod_id.clone(),
+                    spec: container.spec.clone(),
+                },
+            );
+            if container.state == ContainerState::Exited {
+                continue;
+            }
+            match container.monitor {
+                Some(monitor) => self.watch_container_exit(&container.id, monitor),
+                None => {
+                    let dir = self.dirs.container_dir(&container.id);
+                    crate::container_exit::record_exit(&self.containers, &container.id, dir)
+                        .await;
+                }
+            }
+        }
     }
 }
 

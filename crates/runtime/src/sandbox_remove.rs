@@ -8,6 +8,9 @@ use crate::{Runtime, RuntimeError};
 
 impl Runtime {
     pub async fn remove_pod(&self, id: &str) -> Result<(), RuntimeError> {
+        for container in self.containers_of_pod(id) {
+            self.remove_container(&container).await?;
+        }
         let guard = match self.pods.lock(id).await {
             Ok(guard) => guard,
             Err(StoreError::NotFound { .. }) => return Ok(()),
@@ -37,6 +40,7 @@ impl Runtime {
             self.detach_pod_network(id).await?;
         }
         self.release_pod_namespaces(id).await?;
+        self.release_pod_shm(id).await?;
         if let Some(pod) = self.pods.get(id) {
             let pod_id = id.to_owned();
             tokio::task::spawn_blocking(move || {

@@ -63,6 +63,7 @@ impl Runtime {
             cgroup: None,
             cgroup_created: false,
             network: None,
+            init: None,
         };
         // Persisted first, as Creating: a crash from here on is rolled back at start.
         let guard = self.pods.insert(record).await?;
@@ -76,6 +77,15 @@ impl Runtime {
             tokio::task::spawn_blocking(move || {
                 coracle_net::pin_namespaces(&dir, &kinds, &setup)
                     .map_err(|source| RuntimeError::Pin { id: pod_id, source })
+            })
+            .await??;
+        }
+        if spec.namespaces.ipc != NamespaceMode::Node {
+            let shm = self.dirs.pod_shm_dir(id);
+            let pod_id = id.to_owned();
+            tokio::task::spawn_blocking(move || {
+                crate::pod_shm::mount_pod_shm(&shm)
+                    .map_err(|source| RuntimeError::PodShm { id: pod_id, source })
             })
             .await??;
         }
