@@ -121,3 +121,136 @@ impl Daemon {
         Ok(client.list_images(request).await?.into_inner().images)
     }
 }
+
+/// Containers.
+impl Daemon {
+    pub async fn create_container(
+        &self,
+        pod_id: &str,
+        config: v1::ContainerConfig,
+        pod_config: &v1::PodSandboxConfig,
+    ) -> Result<String, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        };
+        Ok(client
+            .create_container(request)
+            .await?
+            .into_inner()
+            .container_id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::StartContainerRequest {
+            container_id: id.into(),
+        };
+        client.start_container(request).await.map(drop)
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout_seconds: i64) -> Result<(), Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::StopContainerRequest {
+            container_id: id.into(),
+            timeout: timeout_seconds,
+        };
+        client.stop_container(request).await.map(drop)
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::RemoveContainerRequest {
+            container_id: id.into(),
+        };
+        client.remove_container(request).await.map(drop)
+    }
+
+    /// Verbose, so tests can read the info map too.
+    pub async fn container_status(&self, id: &str) -> Result<v1::ContainerStatusResponse, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        };
+        Ok(client.container_status(request).await?.into_inner())
+    }
+
+    /// The status alone (panics on a missing status, which the CRI never allows).
+    pub async fn container_state(&self, id: &str) -> Result<v1::ContainerStatus, Status> {
+        self.container_status(id)
+            .await?
+            .status
+            .ok_or_else(|| Status::internal("ContainerStatus without a status"))
+    }
+
+    pub async fn list_containers(
+        &self,
+        filter: Option<v1::ContainerFilter>,
+    ) -> Result<Vec<v1::Container>, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::ListContainersRequest { filter };
+        Ok(client.list_containers(request).await?.into_inner().containers)
+    }
+
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout_seconds: i64,
+    ) -> Result<v1::ExecSyncResponse, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: timeout_seconds,
+        };
+        Ok(client.exec_sync(request).await?.into_inner())
+    }
+
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::ReopenContainerLogRequest {
+            container_id: id.into(),
+        };
+        client.reopen_container_log(request).await.map(drop)
+    }
+
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        linux: v1::LinuxContainerResources,
+    ) -> Result<(), Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::UpdateContainerResourcesRequest {
+            container_id: id.into(),
+            linux: Some(linux),
+            ..Default::default()
+        };
+        client.update_container_resources(request).await.map(drop)
+    }
+
+    /// Polls ContainerStatus until the container has exited, up to `timeout`.
+    pub async fn wait_container_exited(
+        &self,
+        id: &str,
+        timeout: std::time::Duration,
+    ) -> Result<v1::ContainerStatus, Status> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let status = self.container_state(id).await?;
+            if status.state == v1::ContainerState::ContainerExited as i32 {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "container {id} still in state {} after {timeout:?}",
+                    status.state
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -311,8 +311,9 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Pods outlive their daemon by design; a test that failed before removing
-        // them must not leak their mounts on this machine.
+        // Pods and containers outlive their daemon by design; a test that failed
+        // before removing them must not leak their processes, cgroups or mounts.
+        kill_leftover_containers(&self.state_dir());
         for mount_point in mounts_under(self.dir.path()) {
             let _ = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH);
         }
@@ -379,4 +380,45 @@ fn processes_mentioning(dir: &Path) -> Vec<(u32, String)> {
             cmdline.contains(&needle).then_some((pid, cmdline))
         })
         .collect()
+}
+
+/// Kills the processes of every container whose bundle is under `state_dir` (their
+/// monitors then exit) and removes their cgroups and those of their pods.
+fn kill_leftover_containers(state_dir: &Path) {
+    let Ok(entries) = fs::read_dir(state_dir.join("containers")) else {
+        return;
+    };
+    let mut cgroups = Vec::new();
+    for entry in entries.flatten() {
+        let config = entry.path().join("bundle/config.json");
+        let Ok(text) = fs::read_to_string(&config) else {
+            continue;
+        };
+        let Ok(spec) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if let Some(path) = spec["linux"]["cgroupsPath"].as_str() {
+            cgroups.push(path.trim_start_matches('/').to_owned());
+        }
+    }
+    let hierarchies: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    for cgroup in &cgroups {
+        for hierarchy in &hierarchies {
+            let procs = hierarchy.join(cgroup).join("cgroup.procs");
+            for pid in fs::read_to_string(&procs).unwrap_or_default().lines() {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for cgroup in &cgroups {
+        for hierarchy in &hierarchies {
+            let dir = hierarchy.join(cgroup);
+            let _ = fs::remove_dir(&dir);
+        }
+    }
 }

@@ -297,11 +297,13 @@ fn pinned_or_host(pod: &PodRecord, name: &str) -> NamespacePath {
     }
 }
 
-/// kubelet's cgroupfs layout: the container's cgroup below the pod's.
+/// kubelet's cgroupfs layout: the container's cgroup below the pod's. A pod without
+/// a cgroup parent (crictl) has no cgroup: its containers' are flat under /coracle,
+/// so removing a container leaves no directory behind.
 fn cgroups_path(pod: &PodRecord, id: &str) -> String {
     let parent = pod.spec.cgroup_parent.trim_end_matches('/');
     if parent.is_empty() {
-        format!("/coracle/{}/{id}", pod.id)
+        format!("/coracle/{id}")
     } else {
         format!("{parent}/{id}")
     }
@@ -379,7 +381,7 @@ mod tests {
             cgroups_path(&pod("/kubepods/besteffort/podu1", ""), "c1"),
             "/kubepods/besteffort/podu1/c1"
         );
-        assert_eq!(cgroups_path(&pod("", ""), "c1"), "/coracle/p1/c1");
+        assert_eq!(cgroups_path(&pod("", ""), "c1"), "/coracle/c1");
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! - `coracle-bench pull --images DIR [--iterations N]`: pulling the image of `DIR`
 //!   (`hack/test-images/build-big.py DIR`) from a local registry into a fresh image
 //!   store, side by side with `skopeo copy` of it to a directory (the floor: download
-//!   and digest only, no unpacking).
+//!   and digest only, no unpacking);
+//! - `coracle-bench containers [--iterations N] [--parallel N]`: pod + container
+//!   start latency and the memory a container costs.
+
+mod containers;
 
 use std::time::{Duration, Instant};
 
@@ -50,8 +54,9 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("pods") => bench_pods(parse_options(&args[1..])?).await,
         Some("pull") => bench_pull(parse_options(&args[1..])?).await,
+        Some("containers") => containers::bench_containers(parse_options(&args[1..])?).await,
         _ => bail!(
-            "usage: coracle-bench pods [--iterations N] [--parallel N] | pull --images DIR [--iterations N]"
+            "usage: coracle-bench pods [--iterations N] [--parallel N] | pull --images DIR [--iterations N] | containers [--iterations N] [--parallel N]"
         ),
     }
 }
