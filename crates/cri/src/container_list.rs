@@ -21,7 +21,7 @@ impl CriService {
     }
 }
 
-fn container_state_to_cri(state: State) -> ContainerState {
+pub(crate) fn container_state_to_cri(state: State) -> ContainerState {
     match state {
         State::Created => ContainerState::ContainerCreated,
         State::Running => ContainerState::ContainerRunning,
@@ -48,15 +48,22 @@ fn container_to_cri(container: &ContainerRecord) -> Container {
             name: container.metadata.name.clone(),
             attempt: container.metadata.attempt,
         }),
-        image: Some(ImageSpec {
-            image: container.image.clone(),
-            ..Default::default()
-        }),
+        image: Some(image_spec_to_cri(container)),
         image_ref: container.image_ref.clone(),
         state: container_state_to_cri(container.state) as i32,
         created_at: container.created_at,
         labels: container.labels.clone().into_iter().collect(),
         annotations: container.annotations.clone().into_iter().collect(),
+        image_id: container.image_id.clone(),
+    }
+}
+
+/// The image as CreateContainer named it (kubelet sends the image id it pulled).
+/// `user_specified_image` (what the pod spec said, `busybox:latest`) stays empty: the
+/// model does not keep it yet, and an id in its place would mislead kubelet.
+pub(crate) fn image_spec_to_cri(container: &ContainerRecord) -> ImageSpec {
+    ImageSpec {
+        image: container.image.clone(),
         ..Default::default()
     }
 }
