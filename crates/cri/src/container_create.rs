@@ -309,6 +309,64 @@ pub(crate) fn linux_resources_from_cri(
     })
 }
 
+/// UpdateContainerResources: a field the update leaves at 0 / empty is "not
+/// specified" (api.proto) and keeps its current value, as containerd applies updates;
+/// kubelet removes a CPU limit with `cpu_quota: -1`, not with 0.
+pub(crate) fn merge_resources_update(
+    current: &ResourcesSpec,
+    update: &ResourcesSpec,
+) -> ResourcesSpec {
+    let pick = |new: i64, old: i64| if new == 0 { old } else { new };
+    let pick_str = |new: &String, old: &String| if new.is_empty() { old } else { new }.clone();
+    let mut unified = current.unified.clone();
+    unified.extend(update.unified.clone());
+    ResourcesSpec {
+        cpu_period: pick(update.cpu_period, current.cpu_period),
+        cpu_quota: pick(update.cpu_quota, current.cpu_quota),
+        cpu_shares: pick(update.cpu_shares, current.cpu_shares),
+        memory_limit_in_bytes: pick(update.memory_limit_in_bytes, current.memory_limit_in_bytes),
+        memory_swap_limit_in_bytes: pick(
+            update.memory_swap_limit_in_bytes,
+            current.memory_swap_limit_in_bytes,
+        ),
+        oom_score_adj: pick(update.oom_score_adj, current.oom_score_adj),
+        cpuset_cpus: pick_str(&update.cpuset_cpus, &current.cpuset_cpus),
+        cpuset_mems: pick_str(&update.cpuset_mems, &current.cpuset_mems),
+        hugepage_limits: if update.hugepage_limits.is_empty() {
+            current.hugepage_limits.clone()
+        } else {
+            update.hugepage_limits.clone()
+        },
+        unified,
+    }
+}
+
+/// api.proto, LinuxSandboxSecurityContext.privileged: "If a privileged container is to
+/// be executed within it, this MUST be true." The runtime's PodSpec does not keep that
+/// flag, so the check reads the sandbox config CreateContainer repeats; a request
+/// without one gets no privileged container.
+pub(crate) fn check_privileged_allowed(
+    config: &v1::ContainerConfig,
+    sandbox_config: Option<&v1::PodSandboxConfig>,
+) -> Result<(), CriError> {
+    let wants_privileged = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|sc| sc.privileged);
+    let sandbox_privileged = sandbox_config
+        .and_then(|c| c.linux.as_ref())
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|sc| sc.privileged);
+    if wants_privileged && !sandbox_privileged {
+        return Err(invalid(
+            "security_context.privileged",
+            "the pod sandbox is not privileged",
+        ));
+    }
+    Ok(())
+}
+
 fn not_negative(field: &'static str, value: i64) -> Result<(), CriError> {
     if value < 0 {
         return Err(invalid(field, format!("{value} is negative")));
@@ -1172,6 +1230,57 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn resources_update_keeps_what_it_does_not_set() {
+        let current = linux_resources_from_cri(&resources()).unwrap();
+        let update = linux_resources_from_cri(&v1::LinuxContainerResources {
+            cpu_quota: -1,
+            memory_limit_in_bytes: 128 << 20,
+            unified: [("memory.low".to_string(), "5".to_string())].into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let merged = merge_resources_update(&current, &update);
+        assert_eq!(merged.cpu_quota, -1);
+        assert_eq!(merged.memory_limit_in_bytes, 128 << 20);
+        assert_eq!(merged.cpu_period, 100_000);
+        assert_eq!(merged.cpu_shares, 512);
+        assert_eq!(merged.cpuset_cpus, "0-1,3");
+        assert_eq!(merged.hugepage_limits, current.hugepage_limits);
+        assert_eq!(merged.unified["memory.high"], "1000000");
+        assert_eq!(merged.unified["memory.low"], "5");
+        assert_eq!(
+            merge_resources_update(&current, &ResourcesSpec::default()),
+            current
+        );
+    }
+
+    fn sandbox(privileged: bool) -> v1::PodSandboxConfig {
+        v1::PodSandboxConfig {
+            linux: Some(v1::LinuxPodSandboxConfig {
+                security_context: Some(v1::LinuxSandboxSecurityContext {
+                    privileged,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn privileged_container_in_unprivileged_sandbox_is_invalid() {
+        let mut privileged = config();
+        let sc = privileged.linux.as_mut().unwrap();
+        sc.security_context.as_mut().unwrap().privileged = true;
+        let err = check_privileged_allowed(&privileged, Some(&sandbox(false))).unwrap_err();
+        assert!(err.to_string().contains("privileged"), "{err}");
+        assert!(check_privileged_allowed(&privileged, None).is_err());
+        check_privileged_allowed(&privileged, Some(&sandbox(true))).unwrap();
+        check_privileged_allowed(&config(), Some(&sandbox(false))).unwrap();
+        check_privileged_allowed(&config(), None).unwrap();
     }
 
     #[test]
