@@ -478,8 +478,11 @@ fn security_from_cri(sc: &v1::LinuxContainerSecurityContext) -> Result<SecurityS
                 ));
             }
         };
-    for path in sc.masked_paths.iter().chain(&sc.readonly_paths) {
-        absolute_path("security_context.masked_paths/readonly_paths", path)?;
+    for path in &sc.masked_paths {
+        absolute_path("security_context.masked_paths", path)?;
+    }
+    for path in &sc.readonly_paths {
+        absolute_path("security_context.readonly_paths", path)?;
     }
     reject_localhost_apparmor(sc)?;
     Ok(SecuritySpec {
@@ -1330,14 +1333,13 @@ mod tests {
 
     #[test]
     fn relative_masked_or_readonly_path_is_invalid() {
-        let field = "security_context.masked_paths/readonly_paths";
         assert_invalid(
             with_security(|s| s.masked_paths = vec!["proc/kcore".into()]),
-            field,
+            "security_context.masked_paths",
         );
         assert_invalid(
             with_security(|s| s.readonly_paths = vec![String::new()]),
-            field,
+            "security_context.readonly_paths",
         );
     }
 
