@@ -66,6 +66,11 @@ pub(crate) fn container_config_to_spec(
             attempt: metadata.attempt,
         },
         image: image.to_owned(),
+        user_specified_image: config
+            .image
+            .as_ref()
+            .map(|image| image.user_specified_image.clone())
+            .unwrap_or_default(),
         command: config.command.clone(),
         args: config.args.clone(),
         working_dir: config.working_dir.clone(),

@@ -13,7 +13,7 @@ impl CriService {
             .containers()
             .list()
             .iter()
-            .filter(|c| filter.is_none_or(|f| container_matches(c, f)))
+            .filter(|c| !c.creating && filter.is_none_or(|f| container_matches(c, f)))
             .map(|c| container_to_cri(c))
             .collect();
         containers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
@@ -64,6 +64,7 @@ fn container_to_cri(container: &ContainerRecord) -> Container {
 pub(crate) fn image_spec_to_cri(container: &ContainerRecord) -> ImageSpec {
     ImageSpec {
         image: container.image.clone(),
+        user_specified_image: container.spec.user_specified_image.clone(),
         ..Default::default()
     }
 }

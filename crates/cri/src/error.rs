@@ -67,7 +67,13 @@ fn image_code(err: &coracle_image::ImageError) -> Code {
 fn runtime_code(err: &RuntimeError) -> Code {
     match err {
         RuntimeError::InvalidArgument { .. } => Code::InvalidArgument,
-        RuntimeError::NameReserved { .. } => Code::AlreadyExists,
+        RuntimeError::NameReserved { .. } | RuntimeError::ContainerNameReserved { .. } => {
+            Code::AlreadyExists
+        }
+        RuntimeError::NotFound { .. } | RuntimeError::ImageNotFound(_) => Code::NotFound,
+        RuntimeError::FailedPrecondition(_) => Code::FailedPrecondition,
+        RuntimeError::ExecTimeout { .. } => Code::DeadlineExceeded,
+        RuntimeError::Spec { source, .. } if source.is_invalid_request() => Code::InvalidArgument,
         RuntimeError::Unsupported(_) => Code::Unimplemented,
         RuntimeError::Store(store) => store_code(store),
         _ => Code::Internal,

@@ -3,12 +3,8 @@
 //! runtime's model and back, and maps errors to gRPC codes in one place.
 
 pub mod api_version;
-// Wired by the lead's runtime_service change (CreateContainer, ContainerStatus,
-// UpdateContainerResources); until then only the tests call them.
-#[cfg_attr(not(test), allow(dead_code))]
 mod container_create;
 mod container_list;
-#[cfg_attr(not(test), allow(dead_code))]
 mod container_status;
 pub mod error;
 mod image_service;

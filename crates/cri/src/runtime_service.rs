@@ -7,7 +7,14 @@ use k8s_cri::v1::{self, runtime_service_server::RuntimeService};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use std::time::Duration;
+
 use crate::api_version::api_version_of;
+use crate::container_create::{
+    check_privileged_allowed, container_config_to_spec, linux_resources_from_cri,
+    merge_resources_update,
+};
+use crate::container_status::{StatusExtras, container_status_to_cri};
 use crate::error::CriError;
 use crate::service::CriService;
 use crate::version;
@@ -91,30 +98,65 @@ impl RuntimeService for CriService {
 
     async fn create_container(
         &self,
-        _request: Request<v1::CreateContainerRequest>,
+        request: Request<v1::CreateContainerRequest>,
     ) -> Rpc<v1::CreateContainerResponse> {
-        unimplemented("CreateContainer")
+        let request = request.into_inner();
+        let pod_id = required_id("pod_sandbox_id", &request.pod_sandbox_id)?.to_owned();
+        let config = request.config.ok_or(CriError::InvalidArgument {
+            field: "config",
+            reason: "must be set".into(),
+        })?;
+        check_privileged_allowed(&config, request.sandbox_config.as_ref())?;
+        let spec = container_config_to_spec(&config)?;
+        let runtime = self.runtime.clone();
+        // Run to completion even if kubelet gives up: a repeat finds the container.
+        let container_id =
+            tokio::spawn(async move { runtime.create_container(&pod_id, spec).await })
+                .await
+                .map_err(CriError::from)?
+                .map_err(CriError::from)?;
+        Ok(Response::new(v1::CreateContainerResponse { container_id }))
     }
 
     async fn start_container(
         &self,
-        _request: Request<v1::StartContainerRequest>,
+        request: Request<v1::StartContainerRequest>,
     ) -> Rpc<v1::StartContainerResponse> {
-        unimplemented("StartContainer")
+        let id = required_id("container_id", &request.get_ref().container_id)?.to_owned();
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move { runtime.start_container(&id).await })
+            .await
+            .map_err(CriError::from)?
+            .map_err(CriError::from)?;
+        Ok(Response::new(v1::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _request: Request<v1::StopContainerRequest>,
+        request: Request<v1::StopContainerRequest>,
     ) -> Rpc<v1::StopContainerResponse> {
-        unimplemented("StopContainer")
+        let request = request.into_inner();
+        let id = required_id("container_id", &request.container_id)?.to_owned();
+        let timeout = Duration::from_secs(u64::try_from(request.timeout).unwrap_or(0));
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move { runtime.stop_container(&id, timeout).await })
+            .await
+            .map_err(CriError::from)?
+            .map_err(CriError::from)?;
+        Ok(Response::new(v1::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _request: Request<v1::RemoveContainerRequest>,
+        request: Request<v1::RemoveContainerRequest>,
     ) -> Rpc<v1::RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
+        let id = required_id("container_id", &request.get_ref().container_id)?.to_owned();
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move { runtime.remove_container(&id).await })
+            .await
+            .map_err(CriError::from)?
+            .map_err(CriError::from)?;
+        Ok(Response::new(v1::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
@@ -127,27 +169,74 @@ impl RuntimeService for CriService {
 
     async fn container_status(
         &self,
-        _request: Request<v1::ContainerStatusRequest>,
+        request: Request<v1::ContainerStatusRequest>,
     ) -> Rpc<v1::ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
+        let request = request.get_ref();
+        let id = required_id("container_id", &request.container_id)?;
+        let record = self
+            .runtime
+            .existing_container(id)
+            .map_err(CriError::from)?;
+        let mut extras = StatusExtras::from_record(&record);
+        if request.verbose {
+            extras.runtime_spec = self.runtime.container_runtime_spec(id).await.ok();
+        }
+        Ok(Response::new(container_status_to_cri(
+            &record,
+            request.verbose,
+            &extras,
+        )))
     }
 
     async fn update_container_resources(
         &self,
-        _request: Request<v1::UpdateContainerResourcesRequest>,
+        request: Request<v1::UpdateContainerResourcesRequest>,
     ) -> Rpc<v1::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        let request = request.into_inner();
+        let id = required_id("container_id", &request.container_id)?.to_owned();
+        let Some(linux) = request.linux else {
+            return Ok(Response::new(v1::UpdateContainerResourcesResponse {}));
+        };
+        let update = linux_resources_from_cri(&linux)?;
+        let current = self
+            .runtime
+            .existing_container(&id)
+            .map_err(CriError::from)?;
+        let resources = merge_resources_update(&current.spec.resources, &update);
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move { runtime.update_container_resources(&id, resources).await })
+            .await
+            .map_err(CriError::from)?
+            .map_err(CriError::from)?;
+        Ok(Response::new(v1::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
-        _request: Request<v1::ReopenContainerLogRequest>,
+        request: Request<v1::ReopenContainerLogRequest>,
     ) -> Rpc<v1::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        let id = required_id("container_id", &request.get_ref().container_id)?;
+        self.runtime
+            .reopen_container_log(id)
+            .await
+            .map_err(CriError::from)?;
+        Ok(Response::new(v1::ReopenContainerLogResponse {}))
     }
 
-    async fn exec_sync(&self, _request: Request<v1::ExecSyncRequest>) -> Rpc<v1::ExecSyncResponse> {
-        unimplemented("ExecSync")
+    async fn exec_sync(&self, request: Request<v1::ExecSyncRequest>) -> Rpc<v1::ExecSyncResponse> {
+        let request = request.into_inner();
+        let id = required_id("container_id", &request.container_id)?;
+        let timeout = Duration::from_secs(u64::try_from(request.timeout).unwrap_or(0));
+        let output = self
+            .runtime
+            .exec_sync(id, request.cmd, timeout)
+            .await
+            .map_err(CriError::from)?;
+        Ok(Response::new(v1::ExecSyncResponse {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            exit_code: output.exit_code,
+        }))
     }
 
     async fn exec(&self, _request: Request<v1::ExecRequest>) -> Rpc<v1::ExecResponse> {

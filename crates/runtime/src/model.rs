@@ -272,8 +272,11 @@ pub struct SecuritySpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     pub metadata: ContainerMetadata,
-    /// The image as the request named it.
+    /// The image as the request named it (kubelet sends the image id).
     pub image: String,
+    /// The image as the pod spec named it (kubelet's `user_specified_image`).
+    #[serde(default)]
+    pub user_specified_image: String,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,

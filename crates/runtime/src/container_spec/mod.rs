@@ -69,6 +69,11 @@ pub struct BuiltSpec {
     pub stop_signal: String,
     pub warnings: Vec<String>,
 }
+impl SpecError {
+    pub fn is_invalid_request(&self) -> bool {
+        true
+    }
+}
 pub fn build_spec(_i: &SpecInputs) -> Result<BuiltSpec, SpecError> {
     Err(SpecError::Invalid("not yet".into()))
 }
