@@ -1,6 +1,7 @@
 //! Pods and containers: lifecycle, the persisted store, name reservation, and the
 //! locks that keep one daemon per root directory.
 
+pub mod container_spec;
 pub mod lock_file;
 pub mod model;
 pub mod names;
