@@ -14,6 +14,7 @@ use crate::model::DeviceSpec;
 /// Directories a device walk skips (containerd's `getDevices`).
 const SKIPPED_DIRS: &[&str] = &["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
 
+#[derive(Debug)]
 pub(super) struct DevicePlan {
     pub devices: Vec<LinuxDevice>,
     pub rules: Vec<LinuxDeviceCgroup>,

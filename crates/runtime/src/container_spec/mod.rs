@@ -314,3 +314,339 @@ fn annotations(inputs: &SpecInputs<'_>) -> HashMap<String, String> {
     out
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        ContainerMetadata, NamespaceMode, PodMetadata, PodSpec, PodState, SeccompProfile,
+    };
+    use oci_spec::runtime::LinuxNamespaceType;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        rootfs: PathBuf,
+        files: PathBuf,
+        shm: PathBuf,
+        pod: PodRecord,
+        image: ImageRuntimeConfig,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\napp:x:1000:\nwheel:x:10:app\n")
+            .unwrap();
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        for f in ["hostname", "hosts", "resolv.conf"] {
+            std::fs::write(files.join(f), "x\n").unwrap();
+        }
+        let shm = dir.path().join("shm");
+        std::fs::create_dir_all(&shm).unwrap();
+        let pod = PodRecord {
+            id: "pod-id".into(),
+            spec: PodSpec {
+                metadata: PodMetadata {
+                    name: "web".into(),
+                    namespace: "default".into(),
+                    uid: "uid-1".into(),
+                    attempt: 0,
+                },
+                hostname: "web-0".into(),
+                ..Default::default()
+            },
+            state: PodState::Ready,
+            created_at: 0,
+            namespace_dir: None,
+            pinned: Vec::new(),
+            cgroup: None,
+            cgroup_created: false,
+            network: None,
+        };
+        let image = ImageRuntimeConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into()],
+            env: vec!["PATH=/usr/bin:/bin".into(), "LANG=C".into()],
+            user: "app".into(),
+            stop_signal: "SIGQUIT".into(),
+            volumes: vec!["/var/lib/data".into()],
+            ..Default::default()
+        };
+        Fixture {
+            rootfs,
+            files,
+            shm,
+            pod,
+            image,
+            _dir: dir,
+        }
+    }
+
+    fn container() -> ContainerSpec {
+        let mut spec = ContainerSpec {
+            metadata: ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            },
+            image: "registry.local/app:1".into(),
+            ..Default::default()
+        };
+        spec.security.namespaces.pid = NamespaceMode::Container;
+        spec.annotations.insert("a".into(), "b".into());
+        spec
+    }
+
+    fn host() -> HostFacts {
+        HostFacts {
+            min_oom_score_adj: -1000,
+            all_capabilities: all_capabilities_up_to(40),
+            hostname: "node-1".into(),
+            cgroup2_unified: false,
+            swap_controller: true,
+        }
+    }
+
+    fn pinned(f: &Fixture, kind: &str) -> NamespaceSource {
+        NamespaceSource::Path(f.rootfs.join("../ns").join(kind))
+    }
+
+    fn build(f: &Fixture, spec: &ContainerSpec) -> Result<BuiltSpec, SpecError> {
+        build_spec(&SpecInputs {
+            container_id: "ctr-id",
+            spec,
+            image: &f.image,
+            pod: &f.pod,
+            rootfs: &f.rootfs,
+            pod_files: PodFilePaths::in_dir(&f.files),
+            pod_shm: Some(&f.shm),
+            namespaces: NamespacePaths {
+                network: pinned(f, "net"),
+                ipc: pinned(f, "ipc"),
+                uts: pinned(f, "uts"),
+                pid: NamespaceSource::New,
+            },
+            cgroups_path: "/kubepods/pod-uid/ctr-id".into(),
+            host: host(),
+        })
+    }
+
+    #[test]
+    fn a_plain_container_spec_is_complete() {
+        let f = fixture();
+        let built = build(&f, &container()).unwrap();
+        let spec = &built.spec;
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.args().as_deref(), Some(&["/entry".to_string(), "serve".into()][..]));
+        let env = process.env().clone().unwrap();
+        assert_eq!(
+            env,
+            vec!["PATH=/usr/bin:/bin", "HOSTNAME=web-0", "LANG=C", "HOME=/home/app"]
+        );
+        assert_eq!(process.cwd(), Path::new("/"));
+        assert_eq!(process.terminal(), Some(false));
+        assert_eq!((process.user().uid(), process.user().gid()), (1000, 1000));
+        assert_eq!(process.user().additional_gids().as_deref(), Some(&[10, 1000][..]));
+        assert_eq!(process.no_new_privileges(), Some(false));
+        assert_eq!(process.oom_score_adj(), Some(0));
+        assert!(process.rlimits().is_none());
+        assert_eq!(
+            built.user,
+            ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![10, 1000]
+            }
+        );
+        assert_eq!(built.stop_signal, "SIGQUIT");
+        assert!(built.warnings.is_empty(), "{:?}", built.warnings);
+
+        let root = spec.root().as_ref().unwrap();
+        assert_eq!(root.path(), &f.rootfs);
+        assert_eq!(root.readonly(), Some(false));
+        // The pod's UTS namespace is joined: it already has the hostname.
+        assert!(spec.hostname().is_none());
+
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/kubepods/pod-uid/ctr-id"))
+        );
+        let ns: Vec<_> = linux.namespaces().iter().flatten().map(|n| n.typ()).collect();
+        assert_eq!(
+            ns,
+            vec![
+                LinuxNamespaceType::Mount,
+                LinuxNamespaceType::Network,
+                LinuxNamespaceType::Ipc,
+                LinuxNamespaceType::Uts,
+                LinuxNamespaceType::Pid,
+            ]
+        );
+        assert!(linux.seccomp().is_none());
+        assert_eq!(linux.masked_paths().as_ref().map(Vec::len), Some(11));
+        assert_eq!(linux.readonly_paths().as_ref().map(Vec::len), Some(5));
+        let rules = linux.resources().as_ref().and_then(|r| r.devices().clone()).unwrap();
+        assert!(!rules[0].allow());
+
+        let annotations = spec.annotations().as_ref().unwrap();
+        for (k, v) in [
+            ("a", "b"),
+            ("io.kubernetes.cri.container-type", "container"),
+            ("io.kubernetes.cri.sandbox-id", "pod-id"),
+            ("io.kubernetes.cri.sandbox-name", "web"),
+            ("io.kubernetes.cri.sandbox-namespace", "default"),
+            ("io.kubernetes.cri.sandbox-uid", "uid-1"),
+            ("io.kubernetes.cri.container-name", "app"),
+            ("io.kubernetes.cri.image-name", "registry.local/app:1"),
+        ] {
+            assert_eq!(annotations.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        // The image volume was made inside the rootfs.
+        assert!(f.rootfs.join("var/lib/data").is_dir());
+        // The spec serializes (what the monitor writes as config.json).
+        serde_json::to_string(spec).unwrap();
+    }
+
+    #[test]
+    fn privileged_container_gets_everything_and_no_confinement() {
+        let f = fixture();
+        let mut spec = container();
+        spec.security.privileged = true;
+        spec.security.capabilities_drop = vec!["ALL".into()];
+        spec.security.seccomp = SeccompProfile::RuntimeDefault;
+        let built = build(&f, &spec).unwrap();
+        let process = built.spec.process().as_ref().unwrap();
+        let caps = process.capabilities().as_ref().unwrap();
+        assert_eq!(caps.bounding().as_ref().map(|b| b.len()), Some(41));
+        let linux = built.spec.linux().as_ref().unwrap();
+        assert!(linux.seccomp().is_none());
+        assert_eq!(linux.masked_paths().as_ref().map(Vec::len), Some(0));
+        assert_eq!(linux.readonly_paths().as_ref().map(Vec::len), Some(0));
+        let rules = linux.resources().as_ref().and_then(|r| r.devices().clone()).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].allow());
+        assert!(linux.devices().iter().flatten().any(|d| d.path() == Path::new("/dev/null")));
+    }
+
+    #[test]
+    fn runtime_default_seccomp_and_security_flags_are_applied() {
+        let f = fixture();
+        let mut spec = container();
+        spec.security.seccomp = SeccompProfile::RuntimeDefault;
+        spec.security.no_new_privs = true;
+        spec.security.readonly_rootfs = true;
+        spec.tty = true;
+        spec.resources.oom_score_adj = 500;
+        let built = build(&f, &spec).unwrap();
+        let process = built.spec.process().as_ref().unwrap();
+        assert_eq!(process.no_new_privileges(), Some(true));
+        assert_eq!(process.terminal(), Some(true));
+        assert_eq!(process.oom_score_adj(), Some(500));
+        assert_eq!(built.spec.root().as_ref().unwrap().readonly(), Some(true));
+        assert!(built.spec.linux().as_ref().unwrap().seccomp().is_some());
+    }
+
+    #[test]
+    fn new_uts_namespace_gets_the_pod_hostname_and_host_uts_none() {
+        let f = fixture();
+        let spec = container();
+        let mut inputs = SpecInputs {
+            container_id: "c",
+            spec: &spec,
+            image: &f.image,
+            pod: &f.pod,
+            rootfs: &f.rootfs,
+            pod_files: PodFilePaths::in_dir(&f.files),
+            pod_shm: Some(&f.shm),
+            namespaces: NamespacePaths {
+                network: pinned(&f, "net"),
+                ipc: pinned(&f, "ipc"),
+                uts: NamespaceSource::New,
+                pid: NamespaceSource::New,
+            },
+            cgroups_path: String::new(),
+            host: host(),
+        };
+        let built = build_spec(&inputs).unwrap();
+        assert_eq!(built.spec.hostname().as_deref(), Some("web-0"));
+        inputs.namespaces.uts = NamespaceSource::Host;
+        let built = build_spec(&inputs).unwrap();
+        assert!(built.spec.hostname().is_none());
+    }
+
+    #[test]
+    fn mismatched_namespace_sources_are_refused() {
+        let f = fixture();
+        let mut spec = container();
+        spec.security.namespaces.pid = NamespaceMode::Node;
+        let err = build(&f, &spec).unwrap_err();
+        assert!(err.to_string().contains("namespaces.pid"), "{err}");
+    }
+
+    #[test]
+    fn oom_score_adj_below_what_we_may_set_is_raised_with_a_warning() {
+        let f = fixture();
+        let mut spec = container();
+        spec.resources.oom_score_adj = -999;
+        let mut inputs_host = host();
+        inputs_host.min_oom_score_adj = -500;
+        let built = build_spec(&SpecInputs {
+            container_id: "c",
+            spec: &spec,
+            image: &f.image,
+            pod: &f.pod,
+            rootfs: &f.rootfs,
+            pod_files: PodFilePaths::in_dir(&f.files),
+            pod_shm: Some(&f.shm),
+            namespaces: NamespacePaths {
+                network: pinned(&f, "net"),
+                ipc: pinned(&f, "ipc"),
+                uts: pinned(&f, "uts"),
+                pid: NamespaceSource::New,
+            },
+            cgroups_path: String::new(),
+            host: inputs_host,
+        })
+        .unwrap();
+        let process = built.spec.process().as_ref().unwrap();
+        assert_eq!(process.oom_score_adj(), Some(-500));
+        assert_eq!(built.warnings.len(), 1, "{:?}", built.warnings);
+    }
+
+    #[test]
+    fn missing_rootfs_is_an_error_with_its_path() {
+        let mut f = fixture();
+        f.rootfs = f.rootfs.join("nope");
+        let err = build(&f, &container()).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn hostname_env_follows_the_pod() {
+        let mut pod = PodSpec {
+            hostname: "h".into(),
+            ..Default::default()
+        };
+        pod.metadata.name = "n".repeat(70);
+        assert_eq!(pod_hostname(&pod, "node"), "h");
+        pod.hostname.clear();
+        assert_eq!(pod_hostname(&pod, "node"), "n".repeat(63));
+        pod.namespaces.network = NamespaceMode::Node;
+        assert_eq!(pod_hostname(&pod, "node"), "node");
+    }
+
+    #[test]
+    fn host_facts_probe_reads_this_host() {
+        let h = HostFacts::probe().unwrap();
+        assert!(h.all_capabilities.len() >= 38, "{:?}", h.all_capabilities);
+        assert!((-1000..=1000).contains(&h.min_oom_score_adj));
+        assert!(!h.hostname.is_empty());
+    }
+}

@@ -36,6 +36,7 @@ pub(super) struct MountInputs<'a> {
     pub mountinfo: &'a dyn MountinfoSource,
 }
 
+#[derive(Debug)]
 pub(super) struct MountPlan {
     pub mounts: Vec<Mount>,
     /// `linux.rootfsPropagation`: rshared or rslave when a mount needs it.
@@ -507,10 +508,10 @@ mod tests {
                 "/dev/mqueue",
                 "/sys",
                 "/sys/fs/cgroup",
-                "/dev/shm",
                 "/etc/hostname",
                 "/etc/hosts",
                 "/etc/resolv.conf",
+                "/dev/shm",
             ]
         );
         assert_eq!(options(&p, "/sys"), vec!["nosuid", "noexec", "nodev", "ro"]);
