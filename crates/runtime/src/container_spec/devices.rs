@@ -178,7 +178,8 @@ fn devices_under(dir: &Path, container_dir: &Path) -> Result<Vec<LinuxDevice>, S
 /// The device node at `host` (not following a symlink), as `container`; `None` if it
 /// is not a character or block device.
 fn device_at(host: &Path, container: &Path) -> Result<Option<LinuxDevice>, SpecError> {
-    let st = nix::sys::stat::lstat(host).map_err(|e| SpecError::io("stat device", host)(e.into()))?;
+    let st =
+        nix::sys::stat::lstat(host).map_err(|e| SpecError::io("stat device", host)(e.into()))?;
     let typ = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
         SFlag::S_IFCHR => LinuxDeviceType::C,
         SFlag::S_IFBLK => LinuxDeviceType::B,
@@ -248,14 +249,22 @@ mod tests {
         std::fs::write(dir.path().join("regular"), "x").unwrap();
         std::os::unix::fs::symlink("/dev/null", dir.path().join("link")).unwrap();
         // No device nodes (unprivileged tempdir): nothing, and symlinks are not followed.
-        let plan = build_devices(&[dev(dir.path().to_str().unwrap(), "/dev/d", "")], false)
-            .unwrap();
+        let plan =
+            build_devices(&[dev(dir.path().to_str().unwrap(), "/dev/d", "")], false).unwrap();
         assert!(plan.devices.is_empty());
         // /dev itself has null, named below the container path; pts is skipped.
         let found = devices_under(Path::new("/dev"), Path::new("/host-dev")).unwrap();
-        assert!(found.iter().any(|d| d.path() == Path::new("/host-dev/null")));
+        assert!(
+            found
+                .iter()
+                .any(|d| d.path() == Path::new("/host-dev/null"))
+        );
         assert!(!found.iter().any(|d| d.path().starts_with("/host-dev/pts")));
-        assert!(!found.iter().any(|d| d.path() == Path::new("/host-dev/console")));
+        assert!(
+            !found
+                .iter()
+                .any(|d| d.path() == Path::new("/host-dev/console"))
+        );
     }
 
     #[test]
@@ -264,10 +273,13 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         let err = build_devices(&[dev(file.to_str().unwrap(), "/dev/f", "")], false).unwrap_err();
-        assert!(err.to_string().contains("not a character or block device"), "{err}");
+        assert!(
+            err.to_string().contains("not a character or block device"),
+            "{err}"
+        );
         let missing = dir.path().join("missing");
-        let err = build_devices(&[dev(missing.to_str().unwrap(), "/dev/f", "")], false)
-            .unwrap_err();
+        let err =
+            build_devices(&[dev(missing.to_str().unwrap(), "/dev/f", "")], false).unwrap_err();
         assert!(matches!(err, SpecError::Io { .. }), "{err}");
         let err = build_devices(&[dev("dev/null", "/dev/f", "")], false).unwrap_err();
         assert!(err.is_invalid_argument(), "{err}");
@@ -281,16 +293,27 @@ mod tests {
         assert!(r.allow() && r.typ() == Some(LinuxDeviceType::A));
         assert_eq!(r.access().as_deref(), Some("rwm"));
         assert_eq!(
-            plan.devices.iter().filter(|d| d.path() == Path::new("/dev/null")).count(),
+            plan.devices
+                .iter()
+                .filter(|d| d.path() == Path::new("/dev/null"))
+                .count(),
             1
         );
-        assert!(plan.devices.iter().any(|d| d.path() == Path::new("/dev/zero")));
+        assert!(
+            plan.devices
+                .iter()
+                .any(|d| d.path() == Path::new("/dev/zero"))
+        );
     }
 
     #[test]
     fn default_rules_deny_all_then_allow_standard_devices() {
         let rules = default_rules();
         assert!(!rules[0].allow());
-        assert!(rules.iter().any(|r| r.major() == Some(136) && r.minor().is_none()));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.major() == Some(136) && r.minor().is_none())
+        );
     }
 }

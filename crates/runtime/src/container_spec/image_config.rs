@@ -52,7 +52,8 @@ struct RawConfig {
 impl ImageRuntimeConfig {
     /// Parses a whole image config document (the blob the manifest's `config` names).
     pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
-        let file: ImageConfigFile = serde_json::from_slice(bytes).map_err(SpecError::ImageConfig)?;
+        let file: ImageConfigFile =
+            serde_json::from_slice(bytes).map_err(SpecError::ImageConfig)?;
         let Some(c) = file.config else {
             return Ok(Self::default());
         };

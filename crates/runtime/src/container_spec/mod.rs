@@ -55,7 +55,9 @@ pub enum SpecError {
         source: pathrs::error::Error,
     },
     /// A propagation mode needs a shared (or slave) host mount and the source is not on one.
-    #[error("mount propagation {wanted} for {path}: it is on mount {mount_point}, which is not {needs}")]
+    #[error(
+        "mount propagation {wanted} for {path}: it is on mount {mount_point}, which is not {needs}"
+    )]
     PropagationUnavailable {
         wanted: &'static str,
         path: PathBuf,
@@ -190,8 +192,7 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<BuiltSpec, SpecError> {
     let root = open_rootfs(inputs.rootfs)?;
     let user = user::resolve_user(&root, inputs.rootfs, security, &inputs.image.user)?;
     let hostname = pod_hostname(&inputs.pod.spec, &inputs.host.hostname);
-    let cap_names =
-        security::capabilities(security, &inputs.host.all_capabilities, &mut warnings)?;
+    let cap_names = security::capabilities(security, &inputs.host.all_capabilities, &mut warnings)?;
     let caps = security::oci_capabilities(&cap_names)?;
     let oom_score_adj = resources::oom_score_adj(
         spec.resources.oom_score_adj,
@@ -213,7 +214,12 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<BuiltSpec, SpecError> {
         pod_shm: inputs.pod_shm,
         mountinfo: &mounts::ProcMountinfo,
     })?;
-    mounts::create_image_volumes(&root, inputs.rootfs, &inputs.image.volumes, &mount_plan.mounts)?;
+    mounts::create_image_volumes(
+        &root,
+        inputs.rootfs,
+        &inputs.image.volumes,
+        &mount_plan.mounts,
+    )?;
 
     let devices = devices::build_devices(&spec.devices, security.privileged)?;
     let mut resources = resources::build_resources(&spec.resources, &inputs.host, &mut warnings)?;
@@ -301,7 +307,10 @@ fn annotations(inputs: &SpecInputs<'_>) -> HashMap<String, String> {
         ("io.kubernetes.cri.container-type", "container"),
         ("io.kubernetes.cri.sandbox-id", inputs.pod.id.as_str()),
         ("io.kubernetes.cri.sandbox-name", pod.name.as_str()),
-        ("io.kubernetes.cri.sandbox-namespace", pod.namespace.as_str()),
+        (
+            "io.kubernetes.cri.sandbox-namespace",
+            pod.namespace.as_str(),
+        ),
         ("io.kubernetes.cri.sandbox-uid", pod.uid.as_str()),
         (
             "io.kubernetes.cri.container-name",
@@ -313,7 +322,6 @@ fn annotations(inputs: &SpecInputs<'_>) -> HashMap<String, String> {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -341,8 +349,11 @@ mod tests {
             "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
         )
         .unwrap();
-        std::fs::write(rootfs.join("etc/group"), "root:x:0:\napp:x:1000:\nwheel:x:10:app\n")
-            .unwrap();
+        std::fs::write(
+            rootfs.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
+        )
+        .unwrap();
         let files = dir.path().join("files");
         std::fs::create_dir_all(&files).unwrap();
         for f in ["hostname", "hosts", "resolv.conf"] {
@@ -443,16 +454,27 @@ mod tests {
         let built = build(&f, &container()).unwrap();
         let spec = &built.spec;
         let process = spec.process().as_ref().unwrap();
-        assert_eq!(process.args().as_deref(), Some(&["/entry".to_string(), "serve".into()][..]));
+        assert_eq!(
+            process.args().as_deref(),
+            Some(&["/entry".to_string(), "serve".into()][..])
+        );
         let env = process.env().clone().unwrap();
         assert_eq!(
             env,
-            vec!["PATH=/usr/bin:/bin", "HOSTNAME=web-0", "LANG=C", "HOME=/home/app"]
+            vec![
+                "PATH=/usr/bin:/bin",
+                "HOSTNAME=web-0",
+                "LANG=C",
+                "HOME=/home/app"
+            ]
         );
         assert_eq!(process.cwd(), Path::new("/"));
         assert_eq!(process.terminal(), Some(false));
         assert_eq!((process.user().uid(), process.user().gid()), (1000, 1000));
-        assert_eq!(process.user().additional_gids().as_deref(), Some(&[10, 1000][..]));
+        assert_eq!(
+            process.user().additional_gids().as_deref(),
+            Some(&[10, 1000][..])
+        );
         assert_eq!(process.no_new_privileges(), Some(false));
         assert_eq!(process.oom_score_adj(), Some(0));
         assert!(process.rlimits().is_none());
@@ -478,7 +500,12 @@ mod tests {
             linux.cgroups_path().as_deref(),
             Some(Path::new("/kubepods/pod-uid/ctr-id"))
         );
-        let ns: Vec<_> = linux.namespaces().iter().flatten().map(|n| n.typ()).collect();
+        let ns: Vec<_> = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .map(|n| n.typ())
+            .collect();
         assert_eq!(
             ns,
             vec![
@@ -492,7 +519,11 @@ mod tests {
         assert!(linux.seccomp().is_none());
         assert_eq!(linux.masked_paths().as_ref().map(Vec::len), Some(11));
         assert_eq!(linux.readonly_paths().as_ref().map(Vec::len), Some(5));
-        let rules = linux.resources().as_ref().and_then(|r| r.devices().clone()).unwrap();
+        let rules = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.devices().clone())
+            .unwrap();
         assert!(!rules[0].allow());
 
         let annotations = spec.annotations().as_ref().unwrap();
@@ -529,10 +560,20 @@ mod tests {
         assert!(linux.seccomp().is_none());
         assert_eq!(linux.masked_paths().as_ref().map(Vec::len), Some(0));
         assert_eq!(linux.readonly_paths().as_ref().map(Vec::len), Some(0));
-        let rules = linux.resources().as_ref().and_then(|r| r.devices().clone()).unwrap();
+        let rules = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.devices().clone())
+            .unwrap();
         assert_eq!(rules.len(), 1);
         assert!(rules[0].allow());
-        assert!(linux.devices().iter().flatten().any(|d| d.path() == Path::new("/dev/null")));
+        assert!(
+            linux
+                .devices()
+                .iter()
+                .flatten()
+                .any(|d| d.path() == Path::new("/dev/null"))
+        );
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub(super) fn build_mounts(inputs: &MountInputs<'_>) -> Result<MountPlan, SpecEr
         .collect::<Result<Vec<_>, _>>()?;
     let mut binds = requested.clone();
     for extra in pod_binds(inputs) {
-        if !requested.iter().any(|r| r.container_path == extra.container_path) {
+        if !requested
+            .iter()
+            .any(|r| r.container_path == extra.container_path)
+        {
             binds.push(extra);
         }
     }
@@ -84,14 +87,20 @@ pub(super) fn build_mounts(inputs: &MountInputs<'_>) -> Result<MountPlan, SpecEr
         .into_iter()
         .filter(|m| {
             let dst = m.destination().as_path();
-            !bound.contains(dst) && !(dev_bound && dst.starts_with("/dev") && dst != Path::new("/dev"))
+            let under_bound_dev = dev_bound && dst.starts_with("/dev") && dst != Path::new("/dev");
+            !(bound.contains(dst) || under_bound_dev)
         })
         .collect();
 
     let mut rootfs_propagation = None;
     let mut mountinfo = None;
     for b in &binds {
-        mounts.push(bind_mount(b, &mut rootfs_propagation, &mut mountinfo, inputs.mountinfo)?);
+        mounts.push(bind_mount(
+            b,
+            &mut rootfs_propagation,
+            &mut mountinfo,
+            inputs.mountinfo,
+        )?);
     }
     Ok(MountPlan {
         mounts,
@@ -124,7 +133,14 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         ),
         mount(
             "/dev/shm",
@@ -132,8 +148,18 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
             "shm",
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         ),
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", mode]),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", mode],
+        ),
         mount(
             "/sys/fs/cgroup",
             "cgroup",
@@ -185,7 +211,12 @@ fn pod_binds(inputs: &MountInputs<'_>) -> Vec<BindRequest> {
     [
         ("/etc/hostname", files.hostname.as_path(), readonly, &[][..]),
         ("/etc/hosts", files.hosts.as_path(), readonly, &[][..]),
-        ("/etc/resolv.conf", files.resolv_conf.as_path(), readonly, &[][..]),
+        (
+            "/etc/resolv.conf",
+            files.resolv_conf.as_path(),
+            readonly,
+            &[][..],
+        ),
         ("/dev/shm", shm, false, &["nosuid", "nodev", "noexec"][..]),
     ]
     .into_iter()
@@ -314,9 +345,9 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let oct = bytes.get(i + 1..i + 4).filter(|d| {
-            bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c))
-        });
+        let oct = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match oct {
             Some(d) => {
                 let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
@@ -453,7 +484,11 @@ mod tests {
         }
     }
 
-    fn plan(spec: &ContainerSpec, files: &PodFilePaths, shm: Option<&Path>) -> Result<MountPlan, SpecError> {
+    fn plan(
+        spec: &ContainerSpec,
+        files: &PodFilePaths,
+        shm: Option<&Path>,
+    ) -> Result<MountPlan, SpecError> {
         build_mounts(&MountInputs {
             spec,
             pod_files: files,
@@ -520,8 +555,15 @@ mod tests {
             options(&p, "/dev/shm"),
             vec!["rbind", "rprivate", "rw", "nosuid", "nodev", "noexec"]
         );
-        let shm_mount = p.mounts.iter().find(|m| m.destination() == Path::new("/dev/shm")).unwrap();
-        assert_eq!(shm_mount.source().as_deref(), Some(shm.canonicalize().unwrap().as_path()));
+        let shm_mount = p
+            .mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/shm"))
+            .unwrap();
+        assert_eq!(
+            shm_mount.source().as_deref(),
+            Some(shm.canonicalize().unwrap().as_path())
+        );
         assert!(p.rootfs_propagation.is_none());
     }
 
@@ -532,7 +574,11 @@ mod tests {
         let p = plan(&ContainerSpec::default(), &files, None).unwrap();
         let dst = destinations(&p);
         assert!(!dst.iter().any(|d| d.starts_with("/etc")), "{dst:?}");
-        let shm = p.mounts.iter().find(|m| m.destination() == Path::new("/dev/shm")).unwrap();
+        let shm = p
+            .mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/shm"))
+            .unwrap();
         assert_eq!(shm.typ().as_deref(), Some("bind"));
         assert_eq!(shm.source().as_deref(), Some(Path::new("/dev/shm")));
     }
@@ -544,7 +590,10 @@ mod tests {
         let mut spec = ContainerSpec::default();
         spec.security.readonly_rootfs = true;
         let p = plan(&spec, &files, Some(&dir.path().join("shm"))).unwrap();
-        assert_eq!(options(&p, "/etc/resolv.conf"), vec!["rbind", "rprivate", "ro"]);
+        assert_eq!(
+            options(&p, "/etc/resolv.conf"),
+            vec!["rbind", "rprivate", "ro"]
+        );
         assert!(options(&p, "/dev/shm").contains(&"rw".to_string()));
     }
 
@@ -565,24 +614,44 @@ mod tests {
         let my_hosts = dir.path().join("my-hosts");
         std::fs::write(&my_hosts, "").unwrap();
         let my_shm = dir.path().join("my-shm");
-        let spec = spec_with(vec![bind(&my_hosts, "/etc/hosts"), bind(&my_shm, "/dev/shm/")]);
+        let spec = spec_with(vec![
+            bind(&my_hosts, "/etc/hosts"),
+            bind(&my_shm, "/dev/shm/"),
+        ]);
         let p = plan(&spec, &files, Some(&dir.path().join("shm"))).unwrap();
         let dst = destinations(&p);
         assert_eq!(dst.iter().filter(|d| *d == "/etc/hosts").count(), 1);
         assert_eq!(dst.iter().filter(|d| *d == "/dev/shm").count(), 1);
-        let hosts = p.mounts.iter().find(|m| m.destination() == Path::new("/etc/hosts")).unwrap();
-        assert_eq!(hosts.source().as_deref(), Some(my_hosts.canonicalize().unwrap().as_path()));
+        let hosts = p
+            .mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/etc/hosts"))
+            .unwrap();
+        assert_eq!(
+            hosts.source().as_deref(),
+            Some(my_hosts.canonicalize().unwrap().as_path())
+        );
     }
 
     #[test]
     fn dev_mount_drops_every_default_under_dev() {
         let dir = tempfile::tempdir().unwrap();
         let spec = spec_with(vec![bind(Path::new("/dev"), "/dev")]);
-        let p = plan(&spec, &PodFilePaths::in_dir(dir.path()), Some(&dir.path().join("no-shm")))
-            .unwrap();
+        let p = plan(
+            &spec,
+            &PodFilePaths::in_dir(dir.path()),
+            Some(&dir.path().join("no-shm")),
+        )
+        .unwrap();
         let dst = destinations(&p);
-        assert!(!dst.contains(&"/dev/pts".to_string()) && !dst.contains(&"/dev/mqueue".to_string()));
-        assert_eq!(dst.iter().filter(|d| d.starts_with("/dev")).count(), 1, "{dst:?}");
+        assert!(
+            !dst.contains(&"/dev/pts".to_string()) && !dst.contains(&"/dev/mqueue".to_string())
+        );
+        assert_eq!(
+            dst.iter().filter(|d| d.starts_with("/dev")).count(),
+            1,
+            "{dst:?}"
+        );
     }
 
     #[test]
@@ -593,8 +662,12 @@ mod tests {
             bind(&dir.path().join("b"), "/data"),
             bind(&dir.path().join("c"), "/data/deep"),
         ]);
-        let p = plan(&spec, &PodFilePaths::in_dir(dir.path()), Some(&dir.path().join("x")))
-            .unwrap();
+        let p = plan(
+            &spec,
+            &PodFilePaths::in_dir(dir.path()),
+            Some(&dir.path().join("x")),
+        )
+        .unwrap();
         let dst = destinations(&p);
         let at = |d: &str| dst.iter().position(|x| x == d).unwrap();
         assert!(at("/data") < at("/data/deep") && at("/data/deep") < at("/data/deep/er"));
@@ -609,11 +682,22 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let spec = spec_with(vec![bind(&missing, "/v"), bind(&link, "/l")]);
-        let p = plan(&spec, &PodFilePaths::in_dir(dir.path()), Some(&dir.path().join("x")))
-            .unwrap();
+        let p = plan(
+            &spec,
+            &PodFilePaths::in_dir(dir.path()),
+            Some(&dir.path().join("x")),
+        )
+        .unwrap();
         assert!(missing.is_dir());
-        let l = p.mounts.iter().find(|m| m.destination() == Path::new("/l")).unwrap();
-        assert_eq!(l.source().as_deref(), Some(real.canonicalize().unwrap().as_path()));
+        let l = p
+            .mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/l"))
+            .unwrap();
+        assert_eq!(
+            l.source().as_deref(),
+            Some(real.canonicalize().unwrap().as_path())
+        );
     }
 
     #[test]
@@ -637,7 +721,10 @@ mod tests {
         let mut m = bind(dir.path(), "/ro");
         m.recursive_read_only = true;
         let err = plan(&spec_with(vec![m.clone()]), &files, None).unwrap_err();
-        assert!(err.to_string().contains("mounts[0].recursive_read_only"), "{err}");
+        assert!(
+            err.to_string().contains("mounts[0].recursive_read_only"),
+            "{err}"
+        );
         m.readonly = true;
         m.propagation = Propagation::HostToContainer;
         let err = plan(&spec_with(vec![m]), &files, None).unwrap_err();
@@ -683,9 +770,16 @@ mod tests {
         );
         assert!(ok.is_ok());
         for path in ["/mnt/slave/x", "/mnt/private/x", "/mnt/shared/inner/x"] {
-            let err = check_propagation_source(MOUNTINFO_TEXT, Path::new(path), Propagation::Bidirectional)
-                .unwrap_err();
-            assert!(matches!(err, SpecError::PropagationUnavailable { .. }), "{path}: {err}");
+            let err = check_propagation_source(
+                MOUNTINFO_TEXT,
+                Path::new(path),
+                Propagation::Bidirectional,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, SpecError::PropagationUnavailable { .. }),
+                "{path}: {err}"
+            );
         }
     }
 
@@ -693,8 +787,12 @@ mod tests {
     fn host_to_container_needs_a_shared_or_slave_mount() {
         for path in ["/mnt/shared/x", "/mnt/slave/x", "/etc"] {
             assert!(
-                check_propagation_source(MOUNTINFO_TEXT, Path::new(path), Propagation::HostToContainer)
-                    .is_ok(),
+                check_propagation_source(
+                    MOUNTINFO_TEXT,
+                    Path::new(path),
+                    Propagation::HostToContainer
+                )
+                .is_ok(),
                 "{path}"
             );
         }
@@ -707,8 +805,12 @@ mod tests {
         assert!(err.to_string().contains("/mnt/private"), "{err}");
         // A sibling whose name only starts like a mount point is not on it.
         assert!(
-            check_propagation_source(MOUNTINFO_TEXT, Path::new("/mnt/privateer"), Propagation::HostToContainer)
-                .is_ok()
+            check_propagation_source(
+                MOUNTINFO_TEXT,
+                Path::new("/mnt/privateer"),
+                Propagation::HostToContainer
+            )
+            .is_ok()
         );
     }
 
@@ -748,8 +850,14 @@ mod tests {
         ];
         let root = Root::open(rootfs.path()).unwrap();
         create_image_volumes(&root, rootfs.path(), &volumes, &[]).unwrap();
-        assert!(!Path::new("/tmp").join(&tag).exists(), "escaped to the host /tmp");
-        assert!(!Path::new("/").join(format!("{tag}-dotdot")).exists(), "escaped to host /");
+        assert!(
+            !Path::new("/tmp").join(&tag).exists(),
+            "escaped to the host /tmp"
+        );
+        assert!(
+            !Path::new("/").join(format!("{tag}-dotdot")).exists(),
+            "escaped to host /"
+        );
         assert!(rootfs.path().join("tmp").join(&tag).is_dir());
         assert!(rootfs.path().join(format!("{tag}-dotdot")).is_dir());
         assert!(rootfs.path().join("relative/dir").is_dir());
@@ -760,8 +868,13 @@ mod tests {
         let rootfs = tempfile::tempdir().unwrap();
         let root = Root::open(rootfs.path()).unwrap();
         let covered = mount("/data", "bind", "/srv", &["rbind"]);
-        create_image_volumes(&root, rootfs.path(), &["/data".into(), "/cache".into()], &[covered])
-            .unwrap();
+        create_image_volumes(
+            &root,
+            rootfs.path(),
+            &["/data".into(), "/cache".into()],
+            &[covered],
+        )
+        .unwrap();
         assert!(!rootfs.path().join("data").exists());
         assert!(rootfs.path().join("cache").is_dir());
     }

@@ -38,7 +38,11 @@ pub(super) fn build_namespaces(
 ) -> Result<Vec<LinuxNamespace>, SpecError> {
     let mut out = vec![namespace(LinuxNamespaceType::Mount, None)];
     for (typ, source, field) in [
-        (LinuxNamespaceType::Network, &paths.network, "namespaces.network"),
+        (
+            LinuxNamespaceType::Network,
+            &paths.network,
+            "namespaces.network",
+        ),
         (LinuxNamespaceType::Ipc, &paths.ipc, "namespaces.ipc"),
         (LinuxNamespaceType::Uts, &paths.uts, "namespaces.uts"),
         (LinuxNamespaceType::Pid, &paths.pid, "namespaces.pid"),
@@ -103,7 +107,10 @@ pub(super) fn check_modes(modes: &PodNamespaces, paths: &NamespacePaths) -> Resu
     if !pid_matches {
         return Err(SpecError::invalid(
             "namespaces.pid",
-            format!("mode {:?} does not match namespace {:?}", modes.pid, paths.pid),
+            format!(
+                "mode {:?} does not match namespace {:?}",
+                modes.pid, paths.pid
+            ),
         ));
     }
     Ok(())
@@ -137,9 +144,18 @@ mod tests {
             kinds(&ns),
             vec![
                 (LinuxNamespaceType::Mount, None),
-                (LinuxNamespaceType::Network, Some("/run/coracle/pods/p/ns/net".into())),
-                (LinuxNamespaceType::Ipc, Some("/run/coracle/pods/p/ns/ipc".into())),
-                (LinuxNamespaceType::Uts, Some("/run/coracle/pods/p/ns/uts".into())),
+                (
+                    LinuxNamespaceType::Network,
+                    Some("/run/coracle/pods/p/ns/net".into())
+                ),
+                (
+                    LinuxNamespaceType::Ipc,
+                    Some("/run/coracle/pods/p/ns/ipc".into())
+                ),
+                (
+                    LinuxNamespaceType::Uts,
+                    Some("/run/coracle/pods/p/ns/uts".into())
+                ),
                 (LinuxNamespaceType::Pid, None),
             ]
         );
@@ -174,7 +190,11 @@ mod tests {
     fn relative_namespace_path_is_invalid() {
         let mut paths = pod_paths();
         paths.pid = NamespaceSource::Path("proc/1/ns/pid".into());
-        assert!(build_namespaces(&paths, false, false).unwrap_err().is_invalid_argument());
+        assert!(
+            build_namespaces(&paths, false, false)
+                .unwrap_err()
+                .is_invalid_argument()
+        );
     }
 
     #[test]

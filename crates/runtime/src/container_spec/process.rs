@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxCapabilities, Process, User};
 
+use super::SpecError;
 use super::image_config::ImageRuntimeConfig;
 use super::user::ContainerUser;
-use super::SpecError;
 use crate::model::ContainerSpec;
 
 /// containerd's `defaultUnixEnv`.
@@ -59,7 +59,10 @@ pub(super) fn build_process(p: &ProcessParts<'_>) -> Result<Process, SpecError> 
 /// The command line (Docker's rules, as containerd's `WithProcessArgs`): a CRI command
 /// replaces the image's entrypoint *and* its cmd; CRI args alone replace the image cmd
 /// and keep the entrypoint. An entrypoint of `[""]` means none.
-fn process_args(spec: &ContainerSpec, image: &ImageRuntimeConfig) -> Result<Vec<String>, SpecError> {
+fn process_args(
+    spec: &ContainerSpec,
+    image: &ImageRuntimeConfig,
+) -> Result<Vec<String>, SpecError> {
     let mut command = spec.command.clone();
     let mut args = spec.args.clone();
     if command.is_empty() {
@@ -76,7 +79,10 @@ fn process_args(spec: &ContainerSpec, image: &ImageRuntimeConfig) -> Result<Vec<
         return Err(SpecError::invalid("command", "no command specified"));
     }
     if let Some(bad) = command.iter().find(|a| a.contains('\0')) {
-        return Err(SpecError::invalid("command", format!("{bad:?} contains a NUL byte")));
+        return Err(SpecError::invalid(
+            "command",
+            format!("{bad:?} contains a NUL byte"),
+        ));
     }
     Ok(command)
 }
@@ -193,9 +199,15 @@ mod tests {
 
     #[test]
     fn command_replaces_entrypoint_and_drops_image_cmd() {
-        let a = process_args(&container(&["/bin/app"], &[]), &image(&["/entry"], &["serve"]));
+        let a = process_args(
+            &container(&["/bin/app"], &[]),
+            &image(&["/entry"], &["serve"]),
+        );
         assert_eq!(a.unwrap(), s(&["/bin/app"]));
-        let a = process_args(&container(&["/bin/app"], &["-v"]), &image(&["/entry"], &["serve"]));
+        let a = process_args(
+            &container(&["/bin/app"], &["-v"]),
+            &image(&["/entry"], &["serve"]),
+        );
         assert_eq!(a.unwrap(), s(&["/bin/app", "-v"]));
     }
 

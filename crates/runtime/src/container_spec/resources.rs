@@ -32,10 +32,7 @@ fn non_negative(value: i64, field: &'static str) -> Result<Option<u64>, SpecErro
     match u64::try_from(value) {
         Ok(0) => Ok(None),
         Ok(v) => Ok(Some(v)),
-        Err(_) => Err(SpecError::invalid(
-            field,
-            format!("{value} is negative"),
-        )),
+        Err(_) => Err(SpecError::invalid(field, format!("{value} is negative"))),
     }
 }
 
@@ -54,8 +51,7 @@ fn cpu(r: &ResourcesSpec) -> Result<Option<LinuxCpu>, SpecError> {
     let quota = limit_or_unlimited(r.cpu_quota, "resources.cpu_quota")?;
     let cpus = Some(r.cpuset_cpus.clone()).filter(|s| !s.is_empty());
     let mems = Some(r.cpuset_mems.clone()).filter(|s| !s.is_empty());
-    if shares.is_none() && period.is_none() && quota.is_none() && cpus.is_none() && mems.is_none()
-    {
+    if shares.is_none() && period.is_none() && quota.is_none() && cpus.is_none() && mems.is_none() {
         return Ok(None);
     }
     let mut c = LinuxCpu::default();
@@ -260,7 +256,6 @@ mod tests {
         let m = build_resources(&r, &host(true), &mut Vec::new())
             .unwrap()
             .memory()
-            .clone()
             .unwrap();
         assert_eq!((m.limit(), m.swap()), (Some(64 << 20), Some(64 << 20)));
     }
@@ -275,7 +270,6 @@ mod tests {
         let m = build_resources(&r, &host(true), &mut Vec::new())
             .unwrap()
             .memory()
-            .clone()
             .unwrap();
         assert_eq!((m.limit(), m.swap()), (Some(64 << 20), Some(128 << 20)));
     }
@@ -291,7 +285,6 @@ mod tests {
         let m = build_resources(&r, &host(false), &mut warnings)
             .unwrap()
             .memory()
-            .clone()
             .unwrap();
         assert_eq!((m.limit(), m.swap()), (Some(64 << 20), None));
         assert_eq!(warnings.len(), 1);
@@ -332,7 +325,10 @@ mod tests {
         let h = out.hugepage_limits().clone().unwrap();
         assert_eq!((h[0].page_size().as_str(), h[0].limit()), ("2MB", 4 << 20));
         assert_eq!(
-            out.unified().as_ref().and_then(|u| u.get("memory.high")).map(String::as_str),
+            out.unified()
+                .as_ref()
+                .and_then(|u| u.get("memory.high"))
+                .map(String::as_str),
             Some("1G")
         );
     }
@@ -350,7 +346,9 @@ mod tests {
 
     #[test]
     fn cap_sys_resource_is_read_from_capeff() {
-        assert!(has_cap_sys_resource("Name:\tx\nCapEff:\t000001ffffffffff\n"));
+        assert!(has_cap_sys_resource(
+            "Name:\tx\nCapEff:\t000001ffffffffff\n"
+        ));
         assert!(!has_cap_sys_resource("CapEff:\t0000000000000000\n"));
         assert!(!has_cap_sys_resource("CapEff:\t00000000a80425fb\n"));
         assert!(!has_cap_sys_resource("garbage"));

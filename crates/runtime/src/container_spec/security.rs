@@ -212,9 +212,9 @@ pub(super) fn seccomp(
     }
     match &security.seccomp {
         SeccompProfile::Unconfined => Ok(None),
-        SeccompProfile::RuntimeDefault => {
-            Ok(Some(coracle_oci::seccomp::runtime_default_profile_for(caps)))
-        }
+        SeccompProfile::RuntimeDefault => Ok(Some(
+            coracle_oci::seccomp::runtime_default_profile_for(caps),
+        )),
         SeccompProfile::Localhost(path) => localhost_profile(Path::new(path)).map(Some),
     }
 }
@@ -226,7 +226,8 @@ fn localhost_profile(path: &Path) -> Result<LinuxSeccomp, SpecError> {
             format!("{} is not an absolute path", path.display()),
         ));
     }
-    let json = std::fs::read_to_string(path).map_err(SpecError::io("read seccomp profile", path))?;
+    let json =
+        std::fs::read_to_string(path).map_err(SpecError::io("read seccomp profile", path))?;
     coracle_oci::seccomp::parse_profile(&json).map_err(|source| SpecError::Seccomp {
         path: PathBuf::from(path),
         source,
@@ -276,8 +277,11 @@ mod tests {
 
     #[test]
     fn names_are_normalized_with_or_without_prefix_and_case() {
-        let c = caps(&sec(&["cap_sys_time", "sys_nice", "CAP_SYS_NICE"], &["Kill", "cap_chown"]))
-            .unwrap();
+        let c = caps(&sec(
+            &["cap_sys_time", "sys_nice", "CAP_SYS_NICE"],
+            &["Kill", "cap_chown"],
+        ))
+        .unwrap();
         assert!(c.contains(&"CAP_SYS_TIME".to_string()));
         assert_eq!(c.iter().filter(|x| *x == "CAP_SYS_NICE").count(), 1);
         assert!(!c.contains(&"CAP_KILL".to_string()));
@@ -302,8 +306,10 @@ mod tests {
 
     #[test]
     fn ambient_capabilities_are_ignored_with_a_warning() {
-        let mut s = SecuritySpec::default();
-        s.ambient_capabilities_add = vec!["NET_BIND_SERVICE".into()];
+        let s = SecuritySpec {
+            ambient_capabilities_add: vec!["NET_BIND_SERVICE".into()],
+            ..Default::default()
+        };
         let mut warnings = Vec::new();
         capabilities(&s, &all(), &mut warnings).unwrap();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -393,7 +399,10 @@ mod tests {
             seccomp: SeccompProfile::Localhost(dir.path().join("nope.json").display().to_string()),
             ..Default::default()
         };
-        assert!(matches!(seccomp(&missing, &[]).unwrap_err(), SpecError::Io { .. }));
+        assert!(matches!(
+            seccomp(&missing, &[]).unwrap_err(),
+            SpecError::Io { .. }
+        ));
 
         let relative = SecuritySpec {
             seccomp: SeccompProfile::Localhost("profile.json".into()),

@@ -170,7 +170,10 @@ fn parse_image_user(s: &str) -> Result<UserRequest, SpecError> {
     let user = parts.next().unwrap_or_default();
     let group = parts.next();
     if parts.next().is_some() || user.is_empty() || group.is_some_and(str::is_empty) {
-        return Err(SpecError::invalid(FIELD, format!("{s:?} is not user[:group]")));
+        return Err(SpecError::invalid(
+            FIELD,
+            format!("{s:?} is not user[:group]"),
+        ));
     }
     Ok(UserRequest {
         user: parse_id_or_name(user, FIELD)?,
@@ -220,7 +223,9 @@ fn resolve_ids(r: &UserRequest, db: &UserDb) -> Result<(u32, u32), SpecError> {
         (user, Some(group)) => {
             let uid = match user {
                 IdOrName::Id(uid) => *uid,
-                IdOrName::Name(name) => db.user_by_name(name).ok_or_else(|| unknown_user(name))?.uid,
+                IdOrName::Name(name) => {
+                    db.user_by_name(name).ok_or_else(|| unknown_user(name))?.uid
+                }
             };
             let gid = match group {
                 IdOrName::Id(gid) => *gid,
@@ -341,7 +346,10 @@ fn read_rootfs_file(root: &Root, rootfs: &Path, rel: &str) -> Result<Option<Stri
     if bytes.len() as u64 > MAX_DB_FILE {
         return Err(SpecError::invalid(
             "rootfs",
-            format!("{} in the image is larger than {MAX_DB_FILE} bytes", path.display()),
+            format!(
+                "{} in the image is larger than {MAX_DB_FILE} bytes",
+                path.display()
+            ),
         ));
     }
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
@@ -381,7 +389,11 @@ mod tests {
         dir
     }
 
-    fn resolve(dir: &Path, sec: &SecuritySpec, image_user: &str) -> Result<ContainerUser, SpecError> {
+    fn resolve(
+        dir: &Path,
+        sec: &SecuritySpec,
+        image_user: &str,
+    ) -> Result<ContainerUser, SpecError> {
         let root = Root::open(dir).unwrap();
         resolve_user(&root, dir, sec, image_user)
     }
@@ -453,8 +465,12 @@ mod tests {
         }
         let err = resolve(dir.path(), &SecuritySpec::default(), "4294967295").unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
-        let err = resolve(dir.path(), &SecuritySpec::default(), "1:99999999999999999999")
-            .unwrap_err();
+        let err = resolve(
+            dir.path(),
+            &SecuritySpec::default(),
+            "1:99999999999999999999",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
         let sec = SecuritySpec {
             run_as_user: Some(1),
@@ -542,10 +558,13 @@ mod tests {
     fn no_passwd_means_numeric_ids_only() {
         let dir = rootfs(None, None);
         let u = resolve(dir.path(), &SecuritySpec::default(), "").unwrap();
-        assert_eq!(u, ContainerUser {
-            resolved: user(0, 0, &[0]),
-            home: None,
-        });
+        assert_eq!(
+            u,
+            ContainerUser {
+                resolved: user(0, 0, &[0]),
+                home: None,
+            }
+        );
         let u = resolve(dir.path(), &SecuritySpec::default(), "123").unwrap();
         assert_eq!(u.resolved, user(123, 0, &[0]));
         let err = resolve(dir.path(), &SecuritySpec::default(), "app").unwrap_err();
@@ -556,15 +575,21 @@ mod tests {
     fn passwd_symlink_to_host_file_stays_in_rootfs() {
         // /etc/passwd -> /etc/hostpasswd resolves inside the rootfs, never to the host's.
         let dir = rootfs(None, None);
-        std::fs::write(dir.path().join("etc/hostpasswd"), "inside:x:4242:4242::/in:/bin/sh\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join("etc/hostpasswd"),
+            "inside:x:4242:4242::/in:/bin/sh\n",
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/etc/hostpasswd", dir.path().join("etc/passwd")).unwrap();
         let u = resolve(dir.path(), &SecuritySpec::default(), "inside").unwrap();
         assert_eq!(u.resolved.uid, 4242);
         // A symlink climbing out with .. stops at the rootfs root.
         std::fs::remove_file(dir.path().join("etc/passwd")).unwrap();
-        std::os::unix::fs::symlink("../../../../../../etc/hostpasswd", dir.path().join("etc/passwd"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../../../etc/hostpasswd",
+            dir.path().join("etc/passwd"),
+        )
+        .unwrap();
         let u = resolve(dir.path(), &SecuritySpec::default(), "inside").unwrap();
         assert_eq!(u.resolved.uid, 4242);
     }
@@ -582,7 +607,10 @@ mod tests {
         let dir = rootfs(Some(PASSWD), Some(GROUP));
         for bad in ["a:b:c", ":0", "app:"] {
             let err = resolve(dir.path(), &SecuritySpec::default(), bad).unwrap_err();
-            assert!(err.to_string().contains("image config User"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("image config User"),
+                "{bad}: {err}"
+            );
         }
     }
 }
