@@ -221,27 +221,12 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<BuiltSpec, SpecError> {
         &mount_plan.mounts,
     )?;
 
-    let devices = devices::build_devices(&spec.devices, security.privileged)?;
-    let mut resources = resources::build_resources(&spec.resources, &inputs.host, &mut warnings)?;
-    resources.set_devices(Some(devices.rules));
-
-    let mut linux = Linux::default();
-    linux.set_resources(Some(resources));
-    linux.set_cgroups_path(Some(PathBuf::from(&inputs.cgroups_path)));
-    linux.set_namespaces(Some(namespaces::build_namespaces(
-        &inputs.namespaces,
-        security.privileged,
-        inputs.host.cgroup2_unified,
-    )?));
-    linux.set_devices(Some(devices.devices));
-    linux.set_rootfs_propagation(mount_plan.rootfs_propagation);
-    let (masked, readonly) = security::masked_and_readonly_paths(security);
-    linux.set_masked_paths(Some(masked));
-    linux.set_readonly_paths(Some(readonly));
-    linux.set_seccomp(security::seccomp(security, &cap_names)?);
-    linux.set_sysctl(None);
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    let linux = linux_section(
+        inputs,
+        &cap_names,
+        mount_plan.rootfs_propagation,
+        &mut warnings,
+    )?;
 
     let mut root_spec = OciRoot::default();
     root_spec.set_path(inputs.rootfs.to_path_buf());
@@ -264,6 +249,41 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<BuiltSpec, SpecError> {
         stop_signal: inputs.image.stop_signal.clone(),
         warnings,
     })
+}
+
+/// `linux`: resources with the device rules, cgroups path, namespaces, devices,
+/// propagation, masked and read-only paths, seccomp.
+fn linux_section(
+    inputs: &SpecInputs<'_>,
+    cap_names: &[String],
+    rootfs_propagation: Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Linux, SpecError> {
+    let security = &inputs.spec.security;
+    let devices = devices::build_devices(&inputs.spec.devices, security.privileged)?;
+    let mut resources = resources::build_resources(&inputs.spec.resources, &inputs.host, warnings)?;
+    resources.set_devices(Some(devices.rules));
+
+    let mut linux = Linux::default();
+    linux.set_resources(Some(resources));
+    linux.set_cgroups_path(
+        Some(PathBuf::from(&inputs.cgroups_path)).filter(|p| !p.as_os_str().is_empty()),
+    );
+    linux.set_namespaces(Some(namespaces::build_namespaces(
+        &inputs.namespaces,
+        security.privileged,
+        inputs.host.cgroup2_unified,
+    )?));
+    linux.set_devices(Some(devices.devices));
+    linux.set_rootfs_propagation(rootfs_propagation);
+    let (masked, readonly) = security::masked_and_readonly_paths(security);
+    linux.set_masked_paths(Some(masked));
+    linux.set_readonly_paths(Some(readonly));
+    linux.set_seccomp(security::seccomp(security, cap_names)?);
+    linux.set_sysctl(None);
+    linux.set_uid_mappings(None);
+    linux.set_gid_mappings(None);
+    Ok(linux)
 }
 
 fn open_rootfs(rootfs: &Path) -> Result<pathrs::Root, SpecError> {
