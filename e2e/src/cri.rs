@@ -192,7 +192,11 @@ impl Daemon {
     ) -> Result<Vec<v1::Container>, Status> {
         let mut client = self.runtime_client().await.map_err(connect_error)?;
         let request = v1::ListContainersRequest { filter };
-        Ok(client.list_containers(request).await?.into_inner().containers)
+        Ok(client
+            .list_containers(request)
+            .await?
+            .into_inner()
+            .containers)
     }
 
     pub async fn exec_sync(

@@ -266,7 +266,12 @@ async fn lifecycle_status_list_and_verbose_info() {
         ..Default::default()
     };
     assert_eq!(
-        setup.daemon.list_containers(Some(by_pod)).await.unwrap().len(),
+        setup
+            .daemon
+            .list_containers(Some(by_pod))
+            .await
+            .unwrap()
+            .len(),
         1
     );
     let exited = v1::ContainerFilter {
@@ -305,7 +310,12 @@ async fn lifecycle_status_list_and_verbose_info() {
     assert_eq!(status.exit_code, 137);
     setup.daemon.stop_container(&id, 0).await.unwrap();
     assert_eq!(
-        setup.daemon.list_containers(Some(exited)).await.unwrap().len(),
+        setup
+            .daemon
+            .list_containers(Some(exited))
+            .await
+            .unwrap()
+            .len(),
         1
     );
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "init is gone");
@@ -347,7 +357,11 @@ async fn stop_timeout_kills_a_process_that_ignores_sigterm() {
     let setup = Setup::new("stubborn").await;
     let config = setup.config(
         "stubborn",
-        &["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; while :; do sleep 1; done",
+        ],
     );
     let log = setup.log_file(&config);
     let id = setup.run(config).await;
@@ -368,7 +382,11 @@ async fn stop_timeout_kills_a_process_that_ignores_sigterm() {
     // A process that honours SIGTERM stops at once.
     let config = setup.config(
         "polite",
-        &["sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done",
+        ],
     );
     let log = setup.log_file(&config);
     let id = setup.run(config).await;
@@ -379,7 +397,10 @@ async fn stop_timeout_kills_a_process_that_ignores_sigterm() {
     let started = Instant::now();
     setup.daemon.stop_container(&id, 30).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(setup.daemon.container_state(&id).await.unwrap().exit_code, 0);
+    assert_eq!(
+        setup.daemon.container_state(&id).await.unwrap().exit_code,
+        0
+    );
     setup.finish().await;
 }
 
@@ -417,7 +438,10 @@ async fn run_as_user_and_image_user_name() {
     security(&mut config).run_as_user = Some(v1::Int64Value { value: 1000 });
     let id = setup.run(config).await;
     let response = setup.daemon.exec_sync(&id, &["id"], 10).await.unwrap();
-    assert!(stdout(&response).starts_with("uid=1000 gid=0"), "{response:?}");
+    assert!(
+        stdout(&response).starts_with("uid=1000 gid=0"),
+        "{response:?}"
+    );
     let status = setup.daemon.container_state(&id).await.unwrap();
     let user = status.user.unwrap().linux.unwrap();
     assert_eq!((user.uid, user.gid), (1000, 0));
@@ -427,7 +451,10 @@ async fn run_as_user_and_image_user_name() {
     let config = container_config("named", &image, &["sleep", "1000"]);
     let id = setup.run(config).await;
     let out = stdout(&setup.daemon.exec_sync(&id, &["id"], 10).await.unwrap());
-    assert!(out.starts_with("uid=1234(coracle) gid=5678(coracle)"), "{out}");
+    assert!(
+        out.starts_with("uid=1234(coracle) gid=5678(coracle)"),
+        "{out}"
+    );
     assert!(out.contains("4321(extra)"), "{out}");
     let home = setup
         .daemon
@@ -571,7 +598,13 @@ async fn exec_sync_timeout_output_cap_and_background_children() {
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let ps = stdout(&setup.daemon.exec_sync(&id, &["ps", "-o", "args"], 10).await.unwrap());
+    let ps = stdout(
+        &setup
+            .daemon
+            .exec_sync(&id, &["ps", "-o", "args"], 10)
+            .await
+            .unwrap(),
+    );
     assert!(!ps.contains("sleep 30"), "{ps}");
 
     // 17 MiB of output: 16 MiB kept.
@@ -591,11 +624,19 @@ async fn exec_sync_timeout_output_cap_and_background_children() {
         .await
         .unwrap();
     assert_eq!(stdout(&response), "done\n");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Exec in a stopped container is a wrong-state error.
     setup.daemon.stop_container(&id, 0).await.unwrap();
-    let err = setup.daemon.exec_sync(&id, &["true"], 10).await.unwrap_err();
+    let err = setup
+        .daemon
+        .exec_sync(&id, &["true"], 10)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     setup.finish().await;
 }
@@ -605,7 +646,11 @@ async fn logs_go_on_across_reopen_container_log() {
     let setup = Setup::new("logs").await;
     let config = setup.config(
         "chatty",
-        &["sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.05; done"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.05; done",
+        ],
     );
     let log = setup.log_file(&config);
     let id = setup.run(config).await;
@@ -623,7 +668,11 @@ async fn logs_go_on_across_reopen_container_log() {
     .await;
     let old = log_records(&rotated).len();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(log_records(&rotated).len(), old, "the old file stopped growing");
+    assert_eq!(
+        log_records(&rotated).len(),
+        old,
+        "the old file stopped growing"
+    );
     // No line lost or doubled across the two files.
     let numbers: Vec<u64> = log_records(&rotated)
         .into_iter()
@@ -647,14 +696,20 @@ async fn restart_recovery_keeps_containers_and_reports_exits() {
     let mut setup = Setup::new("restart").await;
     let long = setup.config(
         "long",
-        &["sh", "-c", "i=0; while :; do echo tick$i; i=$((i+1)); sleep 0.1; done"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do echo tick$i; i=$((i+1)); sleep 0.1; done",
+        ],
     );
     let long_log = setup.log_file(&long);
     let long_id = setup.run(long).await;
     let short_id = setup
         .run(setup.config("short", &["sh", "-c", "sleep 1; exit 4"]))
         .await;
-    let created_id = setup.create(setup.config("later", &["sleep", "1000"])).await;
+    let created_id = setup
+        .create(setup.config("later", &["sleep", "1000"]))
+        .await;
     let info = setup.daemon.container_status(&long_id).await.unwrap().info;
     let pid_before = serde_json::from_str::<serde_json::Value>(&info["info"]).unwrap()["pid"]
         .as_i64()
@@ -674,7 +729,10 @@ async fn restart_recovery_keeps_containers_and_reports_exits() {
     let pid_after = serde_json::from_str::<serde_json::Value>(&long.info["info"]).unwrap()["pid"]
         .as_i64()
         .unwrap();
-    assert_eq!(pid_before, pid_after, "the running container was not disturbed");
+    assert_eq!(
+        pid_before, pid_after,
+        "the running container was not disturbed"
+    );
     let short = setup.daemon.container_state(&short_id).await.unwrap();
     assert_eq!(short.state, v1::ContainerState::ContainerExited as i32);
     assert_eq!(short.exit_code, 4, "the exit while the daemon was down");
@@ -700,8 +758,8 @@ async fn ten_containers_start_in_parallel_in_one_pod() {
     let configs: Vec<v1::ContainerConfig> = (0..10)
         .map(|i| setup.config(&format!("c{i}"), &["sleep", "1000"]))
         .collect();
-    let ids = futures_util::future::join_all(configs.into_iter().map(|config| setup.run(config)))
-        .await;
+    let ids =
+        futures_util::future::join_all(configs.into_iter().map(|config| setup.run(config))).await;
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
@@ -714,7 +772,12 @@ async fn ten_containers_start_in_parallel_in_one_pod() {
         ..Default::default()
     };
     assert_eq!(
-        setup.daemon.list_containers(Some(running)).await.unwrap().len(),
+        setup
+            .daemon
+            .list_containers(Some(running))
+            .await
+            .unwrap()
+            .len(),
         10
     );
     // StopPodSandbox kills them all.
@@ -778,7 +841,11 @@ async fn bad_container_configs_are_refused_and_leave_nothing() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let err = setup
         .daemon
-        .create_container("no-such-pod", setup.config("y", &["true"]), &setup.pod_config)
+        .create_container(
+            "no-such-pod",
+            setup.config("y", &["true"]),
+            &setup.pod_config,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");

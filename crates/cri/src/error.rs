@@ -73,7 +73,7 @@ fn runtime_code(err: &RuntimeError) -> Code {
         RuntimeError::NotFound { .. } | RuntimeError::ImageNotFound(_) => Code::NotFound,
         RuntimeError::FailedPrecondition(_) => Code::FailedPrecondition,
         RuntimeError::ExecTimeout { .. } => Code::DeadlineExceeded,
-        RuntimeError::Spec { source, .. } if source.is_invalid_request() => Code::InvalidArgument,
+        RuntimeError::Spec { source, .. } if source.is_invalid_argument() => Code::InvalidArgument,
         RuntimeError::Unsupported(_) => Code::Unimplemented,
         RuntimeError::Store(store) => store_code(store),
         _ => Code::Internal,

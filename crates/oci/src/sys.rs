@@ -152,3 +152,29 @@ pub fn dup2_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     let ret = unsafe { libc::dup2(fd.as_raw_fd(), target) };
     cvt(ret as libc::c_long).map(|_| ())
 }
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, {attr_set: MOUNT_ATTR_RDONLY})`:
+/// make the mount `fd` is the root of, and every mount below it, read-only (Linux 5.12).
+/// A plain `MS_REMOUNT|MS_RDONLY` only changes the top mount of an rbind.
+pub fn mount_setattr_recursive_rdonly(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a static empty C string (AT_EMPTY_PATH makes the call act on
+    // fd), `attr` is a valid, initialized mount_attr that outlives the call, and the size
+    // passed is exactly its size, so the kernel reads nothing beyond it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    cvt(ret).map(|_| ())
+}

@@ -308,3 +308,47 @@ fn dev_null_check_refuses_anything_but_char_1_3() {
     .unwrap();
     assert!(check().is_ok());
 }
+
+/// Unmounts a host mount made by a test, even when the test fails.
+struct HostMount(std::path::PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn rro_makes_submounts_read_only_too() {
+    let dir = host_dir("rro");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _unmount = HostMount(sub.clone());
+    let script = "touch /rro/top 2>/dev/null && echo top-writable || echo top-denied; \
+                  touch /rro/sub/x 2>/dev/null && echo sub-writable || echo sub-denied; \
+                  touch /ro/sub/y 2>/dev/null && echo plain-sub-writable || echo plain-sub-denied";
+    let mut spec = default_spec(&["sh", "-c", script]);
+    add_mount(
+        &mut spec,
+        bind_mount(dir.path(), "/rro", &["rbind", "rprivate", "rro"]),
+    );
+    // A plain "ro" rbind leaves the submount writable: what "rro" is for.
+    add_mount(
+        &mut spec,
+        bind_mount(dir.path(), "/ro", &["rbind", "rprivate", "ro"]),
+    );
+    let b = TestBundle::new(&spec);
+    let (code, out) = b.run(&unique_id("rro"));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "top-denied\nsub-denied\nplain-sub-writable\n");
+    assert!(!sub.join("x").exists());
+    assert!(!dir.path().join("top").exists());
+}

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use coracle_monitor::protocol::MonitorConfig;
 
 use crate::container_spec::{
-    BuiltSpec, HostFacts, NamespacePath, NamespacePaths, PidNamespace, PodFilePaths, SpecInputs,
+    BuiltSpec, HostFacts, ImageRuntimeConfig, NamespacePaths, NamespaceSource, PodFilePaths,
+    SpecInputs,
 };
 use crate::model::{
     ContainerRecord, ContainerRequest, ContainerSpec, ContainerState, NamespaceMode, PodRecord,
@@ -25,10 +26,13 @@ impl Runtime {
         pod_id: &str,
         spec: ContainerSpec,
     ) -> Result<String, RuntimeError> {
-        let pod = self.pods.get(pod_id).ok_or_else(|| RuntimeError::NotFound {
-            kind: "pod sandbox",
-            id: pod_id.to_owned(),
-        })?;
+        let pod = self
+            .pods
+            .get(pod_id)
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "pod sandbox",
+                id: pod_id.to_owned(),
+            })?;
         if pod.state != PodState::Ready {
             return Err(RuntimeError::FailedPrecondition(format!(
                 "pod sandbox {pod_id} is not ready"
@@ -115,7 +119,9 @@ impl Runtime {
         let rootfs = bundle.join("rootfs");
         self.mount_container_rootfs(id, &image.id.to_string(), &rootfs)
             .await?;
-        let built = self.build_container_spec(id, pod, spec, &image, &rootfs).await?;
+        let built = self
+            .build_container_spec(id, pod, spec, &image, &rootfs)
+            .await?;
         write_bundle(id, &bundle, &built.spec).await?;
         let monitor_config = MonitorConfig {
             container_id: id.to_owned(),
@@ -195,8 +201,7 @@ impl Runtime {
         let inputs = OwnedSpecInputs {
             container_id: id.to_owned(),
             spec: spec.clone(),
-            image: crate::container_spec::ImageRuntimeConfig::from_run_config(&image.config),
-            image_name: image_ref(image),
+            image: self.image_runtime_config(id, image)?,
             pod: pod.clone(),
             rootfs: rootfs.to_owned(),
             pod_files: PodFilePaths::in_dir(&self.dirs.pod_files_dir(&pod.id)),
@@ -212,31 +217,51 @@ impl Runtime {
         };
         let container_id = id.to_owned();
         tokio::task::spawn_blocking(move || {
-            let host = HostFacts::probe();
-            crate::container_spec::build_spec(&inputs.borrowed(&host)).map_err(|source| {
-                RuntimeError::Spec {
-                    id: container_id,
-                    source,
-                }
-            })
+            let spec_err = |source| RuntimeError::Spec {
+                id: container_id.clone(),
+                source,
+            };
+            let host = HostFacts::probe().map_err(spec_err)?;
+            crate::container_spec::build_spec(&inputs.borrowed(host)).map_err(spec_err)
         })
         .await?
+    }
+
+    /// The image config as the registry served it.
+    fn image_runtime_config(
+        &self,
+        id: &str,
+        image: &coracle_image::Image,
+    ) -> Result<ImageRuntimeConfig, RuntimeError> {
+        let bytes = self
+            .images
+            .config_json(&image.id)
+            .ok_or_else(|| RuntimeError::ImageNotFound(image.id.to_string()))?;
+        ImageRuntimeConfig::from_json(&bytes).map_err(|source| RuntimeError::Spec {
+            id: id.to_owned(),
+            source,
+        })
     }
 
     fn pid_namespace_for(
         &self,
         pod: &PodRecord,
         spec: &ContainerSpec,
-    ) -> Result<PidNamespace, RuntimeError> {
+    ) -> Result<NamespaceSource, RuntimeError> {
         let mode = spec.security.namespaces.pid;
         match mode {
-            NamespaceMode::Node => Ok(PidNamespace::Host),
-            NamespaceMode::Container => Ok(PidNamespace::New),
-            // The pod's shared PID namespace is the pod init's, once pods have one.
-            NamespaceMode::Pod => Ok(match pod.pid_namespace_path() {
-                Some(path) => PidNamespace::Path(path),
-                None => PidNamespace::New,
-            }),
+            NamespaceMode::Node => Ok(NamespaceSource::Host),
+            NamespaceMode::Container => Ok(NamespaceSource::New),
+            // The pod's shared PID namespace is its init's.
+            NamespaceMode::Pod => pod
+                .pid_namespace_path()
+                .map(NamespaceSource::Path)
+                .ok_or_else(|| {
+                    RuntimeError::FailedPrecondition(format!(
+                        "pod {} shares a PID namespace but has no init process",
+                        pod.id
+                    ))
+                }),
             NamespaceMode::Target => {
                 let target_id = &spec.security.namespaces.target_id;
                 let target = self
@@ -249,7 +274,7 @@ impl Runtime {
                             format!("{target_id:?} is not a running container of this pod"),
                         )
                     })?;
-                Ok(PidNamespace::Path(PathBuf::from(format!(
+                Ok(NamespaceSource::Path(PathBuf::from(format!(
                     "/proc/{}/ns/pid",
                     target.pid
                 ))))
@@ -262,8 +287,7 @@ impl Runtime {
 struct OwnedSpecInputs {
     container_id: String,
     spec: ContainerSpec,
-    image: crate::container_spec::ImageRuntimeConfig,
-    image_name: String,
+    image: ImageRuntimeConfig,
     pod: PodRecord,
     rootfs: PathBuf,
     pod_files: PodFilePaths,
@@ -273,27 +297,26 @@ struct OwnedSpecInputs {
 }
 
 impl OwnedSpecInputs {
-    fn borrowed<'a>(&'a self, host: &'a HostFacts) -> SpecInputs<'a> {
+    fn borrowed(&self, host: HostFacts) -> SpecInputs<'_> {
         SpecInputs {
             container_id: &self.container_id,
             spec: &self.spec,
             image: &self.image,
-            image_name: &self.image_name,
             pod: &self.pod,
             rootfs: &self.rootfs,
             pod_files: self.pod_files.clone(),
             pod_shm: self.pod_shm.as_deref(),
             namespaces: self.namespaces.clone(),
             cgroups_path: self.cgroups_path.clone(),
-            host: host.clone(),
+            host,
         }
     }
 }
 
-fn pinned_or_host(pod: &PodRecord, name: &str) -> NamespacePath {
+fn pinned_or_host(pod: &PodRecord, name: &str) -> NamespaceSource {
     match &pod.namespace_dir {
-        Some(dir) if pod.pinned.iter().any(|p| p == name) => NamespacePath::Path(dir.join(name)),
-        _ => NamespacePath::Host,
+        Some(dir) if pod.pinned.iter().any(|p| p == name) => NamespaceSource::Path(dir.join(name)),
+        _ => NamespaceSource::Host,
     }
 }
 
@@ -402,8 +425,8 @@ mod tests {
         let pod = pod("", "");
         assert_eq!(
             pinned_or_host(&pod, "net"),
-            NamespacePath::Path("/run/x/ns/net".into())
+            NamespaceSource::Path("/run/x/ns/net".into())
         );
-        assert_eq!(pinned_or_host(&pod, "ipc"), NamespacePath::Host);
+        assert_eq!(pinned_or_host(&pod, "ipc"), NamespaceSource::Host);
     }
 }

@@ -62,12 +62,17 @@ impl Runtime {
     }
 
     /// The OCI spec the container runs with, as JSON.
-    pub async fn container_runtime_spec(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+    pub async fn container_runtime_spec(
+        &self,
+        id: &str,
+    ) -> Result<serde_json::Value, RuntimeError> {
         let path = self.dirs.container_bundle(id).join("config.json");
-        let bytes = tokio::fs::read(&path).await.map_err(|source| RuntimeError::Bundle {
-            id: id.to_owned(),
-            source,
-        })?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|source| RuntimeError::Bundle {
+                id: id.to_owned(),
+                source,
+            })?;
         serde_json::from_slice(&bytes).map_err(|err| RuntimeError::Bundle {
             id: id.to_owned(),
             source: std::io::Error::other(err),

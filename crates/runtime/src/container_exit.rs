@@ -67,8 +67,7 @@ fn exit_from_record(record: Option<ExitRecord>) -> ContainerExit {
             exit_code: 255,
             finished_at: now_nanos(),
             reason: "Unknown".to_owned(),
-            message: "the container's monitor exited without recording an exit status"
-                .to_owned(),
+            message: "the container's monitor exited without recording an exit status".to_owned(),
         },
     }
 }
@@ -79,19 +78,18 @@ pub(crate) async fn record_exit(
     id: &str,
     monitor_dir: PathBuf,
 ) {
-    let exit_record = match tokio::task::spawn_blocking(move || read_exit_record(&monitor_dir))
-        .await
-    {
-        Ok(Ok(record)) => record,
-        Ok(Err(err)) => {
-            tracing::warn!(container = %id, error = %err, "unreadable exit record");
-            None
-        }
-        Err(err) => {
-            tracing::warn!(container = %id, error = %err, "reading the exit record failed");
-            None
-        }
-    };
+    let exit_record =
+        match tokio::task::spawn_blocking(move || read_exit_record(&monitor_dir)).await {
+            Ok(Ok(record)) => record,
+            Ok(Err(err)) => {
+                tracing::warn!(container = %id, error = %err, "unreadable exit record");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(container = %id, error = %err, "reading the exit record failed");
+                None
+            }
+        };
     let exit = exit_from_record(exit_record);
     let Ok(guard) = containers.lock(id).await else {
         return; // Removed meanwhile.

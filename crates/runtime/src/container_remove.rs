@@ -22,10 +22,13 @@ impl Runtime {
             Err(err) => return Err(err.into()),
         };
         self.remove_container_resources(id).await?;
-        let request = self.containers.get(id).map(|c| crate::model::ContainerRequest {
-            pod_id: c.pod_id.clone(),
-            spec: c.spec.clone(),
-        });
+        let request = self
+            .containers
+            .get(id)
+            .map(|c| crate::model::ContainerRequest {
+                pod_id: c.pod_id.clone(),
+                spec: c.spec.clone(),
+            });
         self.containers.remove(guard).await?;
         self.exits.forget(id);
         if let Some(request) = request {

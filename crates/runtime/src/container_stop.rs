@@ -53,7 +53,9 @@ impl Runtime {
             Ok(()) => Ok(()),
             // Stopped already, or its executor state is gone: nothing to signal.
             Err(coracle_oci::ContainerError::WrongStatus { .. })
-            | Err(coracle_oci::ContainerError::State(coracle_oci::state::StateError::NotFound(_))) => Ok(()),
+            | Err(coracle_oci::ContainerError::State(coracle_oci::state::StateError::NotFound(
+                _,
+            ))) => Ok(()),
             Err(source) => Err(RuntimeError::Oci {
                 op: "signal",
                 id: id.to_owned(),

@@ -9,8 +9,8 @@ pub mod container_spec;
 mod container_start;
 mod container_stop;
 pub mod lock_file;
-pub mod monitor_client;
 pub mod model;
+pub mod monitor_client;
 pub mod names;
 mod pod_cgroup;
 pub mod pod_files;
@@ -222,8 +222,9 @@ impl Runtime {
             source,
         })?;
         let pods = open_store::<PodRecord>(&dirs.root.join("pods"))?;
-        let containers =
-            std::sync::Arc::new(open_store::<ContainerRecord>(&dirs.root.join("containers"))?);
+        let containers = std::sync::Arc::new(open_store::<ContainerRecord>(
+            &dirs.root.join("containers"),
+        )?);
         let network = pod_network::Network::open(network, &dirs.root).await?;
         let image_root = dirs.root.join("images");
         let images = tokio::task::spawn_blocking(move || {

@@ -9,11 +9,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use coracle_monitor::protocol::{
-    CONTROL_SOCKET, ControlRequest, ControlResponse, EXIT_FILE, ExecConfig, ExitRecord,
-    Handshake, MonitorConfig,
+    CONTROL_SOCKET, ControlRequest, ControlResponse, EXIT_FILE, ExecConfig, ExitRecord, Handshake,
+    MonitorConfig,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::model::ProcessIdentity;
 

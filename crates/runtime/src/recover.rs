@@ -65,8 +65,7 @@ impl Runtime {
                 Some(monitor) => self.watch_container_exit(&container.id, monitor),
                 None => {
                     let dir = self.dirs.container_dir(&container.id);
-                    crate::container_exit::record_exit(&self.containers, &container.id, dir)
-                        .await;
+                    crate::container_exit::record_exit(&self.containers, &container.id, dir).await;
                 }
             }
         }

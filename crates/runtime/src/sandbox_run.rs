@@ -148,16 +148,14 @@ fn namespaces_to_pin(spec: &PodSpec) -> Vec<NamespaceKind> {
 }
 
 fn effective_hostname(spec: &PodSpec) -> String {
-    if spec.namespaces.network == NamespaceMode::Node {
-        if let Ok(name) = nix::unistd::gethostname() {
-            return name.to_string_lossy().into_owned();
-        }
-    }
-    if spec.hostname.is_empty() {
-        spec.metadata.name.chars().take(63).collect()
+    let node = if spec.namespaces.network == NamespaceMode::Node {
+        nix::unistd::gethostname()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
     } else {
-        spec.hostname.clone()
-    }
+        String::new()
+    };
+    crate::container_spec::pod_hostname(spec, &node)
 }
 
 fn validate_pod_spec(spec: &PodSpec) -> Result<(), RuntimeError> {

@@ -49,6 +49,8 @@ pub enum RootfsError {
     },
     #[error("unknown rootfs propagation {0:?}")]
     Propagation(String),
+    #[error("recursive read-only mount on {0} needs mount_setattr(2) (Linux 5.12 or newer)")]
+    RecursiveReadonlyUnsupported(PathBuf),
 }
 
 /// What the init needs to lay out the rootfs.

@@ -27,6 +27,8 @@ pub struct MountOptions {
     pub data: Vec<String>,
     pub bind: bool,
     pub recursive: bool,
+    /// "rro": read-only all the way down, with `mount_setattr(2)` after the mount.
+    pub recursive_readonly: bool,
 }
 
 impl Default for MountOptions {
@@ -38,6 +40,7 @@ impl Default for MountOptions {
             data: Vec::new(),
             bind: false,
             recursive: false,
+            recursive_readonly: false,
         }
     }
 }
@@ -75,6 +78,10 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             "rbind" => {
                 o.bind = true;
                 o.recursive = true;
+                continue;
+            }
+            "rro" => {
+                o.recursive_readonly = true;
                 continue;
             }
             other => {
@@ -255,6 +262,9 @@ pub fn mount_fs(
         (!data.is_empty()).then_some(data.as_str()),
     )
     .map_err(|e| mount_err(src, dest, e))?;
+    if opts.recursive_readonly {
+        make_recursive_readonly(root, dest)?;
+    }
     apply_propagation(root, dest, &opts.propagation)
 }
 
@@ -284,7 +294,29 @@ pub fn bind_mount(
     if !extra.is_empty() {
         remount_bind(root, dest, extra)?;
     }
+    if opts.recursive_readonly {
+        make_recursive_readonly(root, dest)?;
+    }
     apply_propagation(root, dest, &opts.propagation)
+}
+
+/// "rro" (runc's recursive mount attribute): the mount at dest and every submount of it
+/// read-only. Kernels before 5.12 lack mount_setattr(2): that is an error, never a
+/// silently writable submount.
+fn make_recursive_readonly(root: &Root, dest: &Path) -> Result<(), RootfsError> {
+    let handle = reresolve(root, dest)?;
+    crate::sys::mount_setattr_recursive_rdonly(handle.as_fd()).map_err(|e| {
+        let source = nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        if source == nix::Error::ENOSYS {
+            RootfsError::RecursiveReadonlyUnsupported(dest.to_path_buf())
+        } else {
+            mount_err(
+                "mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)",
+                dest,
+                source,
+            )
+        }
+    })
 }
 
 /// `MS_REMOUNT|MS_BIND|flags` on the mount at dest. The locked flags of the source
@@ -393,6 +425,14 @@ mod tests {
         assert_eq!(o.flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
         assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
         assert_eq!(o.data, s(&["mode=755", "size=65536k"]));
+    }
+
+    #[test]
+    fn rro_is_a_recursive_readonly_flag_not_mount_data() {
+        let o = parse_options(&s(&["rbind", "rro"]));
+        assert!(o.recursive_readonly);
+        assert!(o.data.is_empty());
+        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
     }
 
     #[test]

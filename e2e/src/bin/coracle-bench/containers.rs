@@ -127,7 +127,9 @@ async fn tear_down(
 async fn cycle(socket: PathBuf, name: String, image: String) -> anyhow::Result<Steps> {
     let mut client = RuntimeServiceClient::new(connect_unix(socket).await?);
     let (pod_id, container_id, mut steps) = start_one(&mut client, &name, &image).await?;
-    steps.stop.push(tear_down(&mut client, pod_id, container_id).await?);
+    steps
+        .stop
+        .push(tear_down(&mut client, pod_id, container_id).await?);
     Ok(steps)
 }
 
@@ -182,14 +184,18 @@ async fn container_pid(
 }
 
 pub(crate) async fn bench_containers(options: Options) -> anyhow::Result<()> {
-    let registry = Registry::start().context("start the test registry (run hack/test.sh once to build target/test-images)")?;
+    let registry = Registry::start()
+        .context("start the test registry (run hack/test.sh once to build target/test-images)")?;
     let mut daemon = Daemon::start_with(coracle_e2e::DaemonOptions {
         log_level: Some("warn".into()),
         ..Default::default()
     })
     .await?;
     let image = registry.reference("busybox", "latest");
-    daemon.pull_image(&image).await.map_err(anyhow::Error::from)?;
+    daemon
+        .pull_image(&image)
+        .await
+        .map_err(anyhow::Error::from)?;
     let socket = daemon.socket_path();
     let daemon_pid = i32::try_from(daemon.pid().context("daemon pid")?)?;
 
@@ -204,7 +210,11 @@ pub(crate) async fn bench_containers(options: Options) -> anyhow::Result<()> {
     for round in 0..rounds {
         let mut cycles = JoinSet::new();
         for i in 0..options.parallel {
-            cycles.spawn(cycle(socket.clone(), format!("par-{round}-{i}"), image.clone()));
+            cycles.spawn(cycle(
+                socket.clone(),
+                format!("par-{round}-{i}"),
+                image.clone(),
+            ));
         }
         while let Some(steps) = cycles.join_next().await {
             parallel.extend(steps??);
@@ -262,10 +272,24 @@ pub(crate) async fn bench_containers(options: Options) -> anyhow::Result<()> {
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!();
     println!("memory                                          MiB");
-    println!("daemon idle RSS / PSS                  {:>8.2} / {:.2}", mib(idle_rss), mib(idle_pss));
-    println!("daemon with 50 containers RSS / PSS    {:>8.2} / {:.2}", mib(loaded_rss), mib(loaded_pss));
-    println!("50 monitors, total PSS                 {:>8.2}", mib(monitors_pss));
+    println!(
+        "daemon idle RSS / PSS                  {:>8.2} / {:.2}",
+        mib(idle_rss),
+        mib(idle_pss)
+    );
+    println!(
+        "daemon with 50 containers RSS / PSS    {:>8.2} / {:.2}",
+        mib(loaded_rss),
+        mib(loaded_pss)
+    );
+    println!(
+        "50 monitors, total PSS                 {:>8.2}",
+        mib(monitors_pss)
+    );
     let per_container = (monitors_pss + loaded_pss.saturating_sub(idle_pss)) as f64 / 50.0;
-    println!("per container (monitor PSS + daemon growth) {:>5.3}", per_container / 1024.0);
+    println!(
+        "per container (monitor PSS + daemon growth) {:>5.3}",
+        per_container / 1024.0
+    );
     Ok(())
 }
