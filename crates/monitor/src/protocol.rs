@@ -54,7 +54,9 @@ pub enum Handshake {
         monitor_start_time: u64,
         container_pid: i32,
     },
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 /// How the container's init ended, as the monitor saw it.
