@@ -272,6 +272,32 @@ fn apply_v2(h: &HierarchyDir, ctl: &MemController, m: &LinuxMemory) -> Result<()
     Ok(())
 }
 
+/// How many times the kernel's OOM killer killed a task of this cgroup: the `oom_kill`
+/// key of v1 `memory.oom_control` (Linux 4.13+) or of v2 `memory.events` (which counts
+/// the cgroup and its descendants). No memory controller: 0.
+pub(crate) fn oom_kill_count(cg: &ContainerCgroup) -> Result<u64, CgroupError> {
+    let Some(h) = cg.hierarchy_for("memory") else {
+        return Ok(0);
+    };
+    let file = if h.is_v2() {
+        "memory.events"
+    } else {
+        "memory.oom_control"
+    };
+    let path = h.dir.join(file);
+    Ok(oom_kill_key(&fs::read(&path)?).unwrap_or(0))
+}
+
+/// The value of the `oom_kill` line of a flat-keyed cgroup file.
+fn oom_kill_key(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let mut kv = line.split_whitespace();
+        (kv.next() == Some("oom_kill"))
+            .then(|| kv.next()?.parse().ok())
+            .flatten()
+    })
+}
+
 fn read_u64(path: &Path) -> Result<u64, CgroupError> {
     let text = fs::read_trimmed(path)?;
     text.parse().map_err(|_| CgroupError::Read {
@@ -333,6 +359,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn oom_kill_key_is_read_from_v1_and_v2_files() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(oom_kill_key(v1), Some(3));
+        let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kill_key(v2), Some(1));
+        assert_eq!(oom_kill_key("oom_kill_disable 0\nunder_oom 0\n"), None);
     }
 
     #[test]

@@ -322,6 +322,12 @@ impl ContainerCgroup {
         freezer::is_frozen(self)
     }
 
+    /// How many tasks of the cgroup the kernel's OOM killer has killed (0 without a
+    /// memory controller). Read it before the cgroup is deleted.
+    pub fn oom_kill_count(&self) -> Result<u64, CgroupError> {
+        memory::oom_kill_count(self)
+    }
+
     /// Every process in the container's cgroup and the cgroups below it, in any
     /// hierarchy; sorted, no duplicates.
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {

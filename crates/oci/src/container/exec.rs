@@ -22,6 +22,11 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub stdio: Stdio,
+    /// Make the process the leader of a new process group (setpgid in the child,
+    /// before execve), so the caller can kill it and everything it spawned with
+    /// kill(-pid). Setting the group from the parent after the fact would race with
+    /// the process's first fork. A terminal process gets its own session anyway.
+    pub new_process_group: bool,
 }
 
 /// A process started by `exec`; the caller is its parent.
@@ -63,7 +68,9 @@ impl Container {
             seccomp,
             console,
             stdio: opts.stdio,
-            role: Role::Exec,
+            role: Role::Exec {
+                new_process_group: opts.new_process_group,
+            },
         };
         let (ipid, ch) = spawn_intermediate(cfg)?;
         let reap_intermediate = || {

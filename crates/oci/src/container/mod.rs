@@ -4,6 +4,7 @@ mod create;
 mod delete;
 mod exec;
 mod kill;
+mod oom;
 mod pause;
 mod ps;
 mod start;

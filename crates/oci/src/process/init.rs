@@ -153,7 +153,20 @@ pub fn child_main(ch: &Channel, cfg: ChildConfig) -> ! {
                 }
             }
         }
-        Role::Exec => {
+        Role::Exec { new_process_group } => {
+            // Before apply_process: the seccomp filter may be loaded there. A terminal
+            // process becomes a session (and group) leader in tty::setup_console, and
+            // a group leader could not call setsid.
+            let terminal = process.terminal().unwrap_or(false);
+            if new_process_group && !terminal {
+                if let Err(e) = nix::unistd::setpgid(
+                    nix::unistd::Pid::from_raw(0),
+                    nix::unistd::Pid::from_raw(0),
+                ) {
+                    ch.send_error(&sys_err("setpgid")(e.into()));
+                    exit(1);
+                }
+            }
             let exec = match apply_process(&process, console.as_ref(), stdio, &mut seccomp) {
                 Ok(e) => e,
                 Err(e) => {

@@ -75,7 +75,10 @@ pub enum Role {
         cgroup_mounts: Vec<CgroupMount>,
     },
     /// `exec` into a running container.
-    Exec,
+    Exec {
+        /// setpgid(0, 0) before execve (see `ExecOptions::new_process_group`).
+        new_process_group: bool,
+    },
 }
 
 /// Everything the children need, prepared by the parent before forking (files opened,

@@ -102,6 +102,12 @@ impl Cgroup {
         self.inner.pids().map_err(cgroup_error("pids"))
     }
 
+    pub fn oom_kill_count(&self) -> Result<u64, ResourceError> {
+        self.inner
+            .oom_kill_count()
+            .map_err(cgroup_error("read oom kill count"))
+    }
+
     pub fn delete(&self) -> Result<(), ResourceError> {
         self.inner.delete().map_err(cgroup_error("delete"))
     }
