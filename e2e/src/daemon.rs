@@ -20,7 +20,8 @@ use crate::network::TestNetwork;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// What the harness's client accepts, as kubelet's does.
-const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// As the daemon's reply limit: ExecSync may answer 16 MiB of stdout and of stderr.
+const MAX_MESSAGE_BYTES: usize = 2 * 16 * 1024 * 1024 + 64 * 1024;
 
 /// The `coracled` binary built by `cargo build` next to the test binaries, or
 /// `$CORACLED_BIN`.

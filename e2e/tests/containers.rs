@@ -813,7 +813,7 @@ async fn update_container_resources_reaches_the_cgroup() {
         .await
         .unwrap();
     assert_eq!(fs::read_to_string(&limit_file).unwrap().trim(), "100663296");
-    let shares = format!("/sys/fs/cgroup/cpu,cpuacct/coracle/{id}/cpu.shares");
+    let shares = format!("/sys/fs/cgroup/cpu/coracle/{id}/cpu.shares");
     assert_eq!(fs::read_to_string(shares).unwrap().trim(), "512");
     let status = setup.daemon.container_state(&id).await.unwrap();
     let resources = status.resources.unwrap().linux.unwrap();
@@ -849,17 +849,15 @@ async fn bad_container_configs_are_refused_and_leave_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    // A missing binary fails at create (the executor checks the command) and rolls back.
+    // A missing binary fails at create (as runc) and rolls back.
     let missing = setup.config("missing", &["/no/such/binary"]);
-    let result = setup
+    let err = setup
         .daemon
         .create_container(&setup.pod_id, missing, &setup.pod_config)
-        .await;
-    if let Ok(id) = result {
-        // Some runtimes only fail at start; then start must fail cleanly.
-        assert!(setup.daemon.start_container(&id).await.is_err());
-        setup.daemon.remove_container(&id).await.unwrap();
-    }
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("/no/such/binary"), "{err:?}");
     assert!(setup.daemon.list_containers(None).await.unwrap().is_empty());
     let leftovers: Vec<_> = fs::read_dir(setup.daemon.state_dir().join("containers"))
         .map(|entries| entries.flatten().map(|e| e.path()).collect())

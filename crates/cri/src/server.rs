@@ -19,6 +19,9 @@ use crate::socket::ListenSocket;
 /// kubelet's CRI client allows 16 MiB messages each way; so do we.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Replies may be larger: an ExecSync keeps up to 16 MiB of stdout and of stderr.
+pub const MAX_REPLY_BYTES: usize = 2 * MAX_MESSAGE_BYTES + 64 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("the socket was already served")]
@@ -39,10 +42,10 @@ pub async fn serve(
     let incoming = UnixListenerStream::new(listener);
     let runtime_service = RuntimeServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_REPLY_BYTES);
     let image_service = ImageServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_REPLY_BYTES);
     let router = Server::builder()
         .layer(RpcLogLayer)
         .layer(MapRequestLayer::new(route_api_version::<tonic::body::Body>))

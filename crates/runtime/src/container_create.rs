@@ -122,6 +122,17 @@ impl Runtime {
         let built = self
             .build_container_spec(id, pod, spec, &image, &rootfs)
             .await?;
+        let (spec_copy, rootfs_copy, container_id) =
+            (built.spec.clone(), rootfs.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || {
+            crate::container_spec::check_executable(&rootfs_copy, &spec_copy).map_err(|source| {
+                RuntimeError::Spec {
+                    id: container_id,
+                    source,
+                }
+            })
+        })
+        .await??;
         write_bundle(id, &bundle, &built.spec).await?;
         let monitor_config = MonitorConfig {
             container_id: id.to_owned(),
@@ -253,15 +264,18 @@ impl Runtime {
             NamespaceMode::Node => Ok(NamespaceSource::Host),
             NamespaceMode::Container => Ok(NamespaceSource::New),
             // The pod's shared PID namespace is its init's.
-            NamespaceMode::Pod => pod
-                .pid_namespace_path()
-                .map(NamespaceSource::Path)
-                .ok_or_else(|| {
-                    RuntimeError::FailedPrecondition(format!(
-                        "pod {} shares a PID namespace but has no init process",
+            // A pod that shares no PID namespace (its own mode is CONTAINER) gives
+            // each container one of its own, as containerd's pause container does.
+            NamespaceMode::Pod => match pod.pid_namespace_path() {
+                Some(path) => Ok(NamespaceSource::Path(path)),
+                None if pod.spec.namespaces.pid == NamespaceMode::Pod => {
+                    Err(RuntimeError::FailedPrecondition(format!(
+                        "pod {} shares a PID namespace but its init process is gone",
                         pod.id
-                    ))
-                }),
+                    )))
+                }
+                None => Ok(NamespaceSource::New),
+            },
             NamespaceMode::Target => {
                 let target_id = &spec.security.namespaces.target_id;
                 let target = self

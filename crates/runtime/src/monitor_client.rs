@@ -165,9 +165,17 @@ pub(crate) async fn control(
         path: path.clone(),
         source,
     };
-    let mut stream = tokio::net::UnixStream::connect(&path)
+    // A socket path may be at most 107 bytes; the monitor dir's may be longer (a
+    // 64-digit id under a deep state dir): connect through a dir fd instead.
+    let dir = std::fs::File::open(monitor_dir).map_err(control_err)?;
+    let short = PathBuf::from(format!(
+        "/proc/self/fd/{}/{CONTROL_SOCKET}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    ));
+    let mut stream = tokio::net::UnixStream::connect(&short)
         .await
         .map_err(control_err)?;
+    drop(dir);
     let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line).await.map_err(control_err)?;

@@ -9,6 +9,7 @@
 //! containerd does) and the image's volume directories inside the rootfs.
 
 mod devices;
+mod executable;
 mod image_config;
 mod mounts;
 mod namespaces;
@@ -24,6 +25,7 @@ use oci_spec::runtime::{Linux, Root as OciRoot, Spec};
 
 use crate::model::{ContainerSpec, PodRecord, ResolvedUser};
 
+pub use executable::check_executable;
 pub use image_config::ImageRuntimeConfig;
 pub use mounts::{MountinfoEntry, check_propagation_source, parse_mountinfo};
 pub use namespaces::{NamespacePaths, NamespaceSource};

@@ -94,14 +94,14 @@ pub(super) fn check_modes(modes: &PodNamespaces, paths: &NamespacePaths) -> Resu
         }
         Ok(())
     };
-    node(modes.network, &paths.network, "namespaces.network")?;
-    node(modes.ipc, &paths.ipc, "namespaces.ipc")?;
+    // Network and IPC follow the pod whatever the container's request says: they are
+    // pod-level in Kubernetes, and a config without a security context names POD.
     node(modes.pid, &paths.pid, "namespaces.pid")?;
     let pid_matches = match modes.pid {
         NamespaceMode::Container => paths.pid == NamespaceSource::New,
-        NamespaceMode::Pod | NamespaceMode::Target => {
-            matches!(paths.pid, NamespaceSource::Path(_))
-        }
+        // POD in a pod that shares no PID namespace: one of its own.
+        NamespaceMode::Pod => !matches!(paths.pid, NamespaceSource::Host),
+        NamespaceMode::Target => matches!(paths.pid, NamespaceSource::Path(_)),
         NamespaceMode::Node => true,
     };
     if !pid_matches {

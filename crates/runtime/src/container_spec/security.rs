@@ -96,7 +96,25 @@ pub(super) fn probe_all_capabilities() -> Result<Vec<String>, SpecError> {
     let last = text.trim().parse::<usize>().map_err(|e| {
         SpecError::io("parse", PATH)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     })?;
-    Ok(all_capabilities_up_to(last))
+    // "All" is what this process holds (containerd's WithAllCurrentCapabilities): a
+    // daemon without, say, CAP_SYS_RESOURCE cannot grant it, and asking would fail.
+    const STATUS: &str = "/proc/self/status";
+    let status = std::fs::read_to_string(STATUS).map_err(SpecError::io("read", STATUS))?;
+    let bounding = capability_mask(&status, "CapBnd:").unwrap_or(u64::MAX);
+    Ok(all_capabilities_up_to(last)
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, _)| bit < &64 && bounding & (1 << bit) != 0)
+        .map(|(_, name)| name)
+        .collect())
+}
+
+/// A capability mask line of /proc/<pid>/status (`CapBnd:\t000001ffffffffff`).
+fn capability_mask(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
 /// The container's capability set, in a stable order. Privileged: every capability.
@@ -232,6 +250,19 @@ fn localhost_profile(path: &Path) -> Result<LinuxSeccomp, SpecError> {
         path: PathBuf::from(path),
         source,
     })
+}
+
+#[cfg(test)]
+mod capability_mask_tests {
+    use super::*;
+
+    #[test]
+    fn bounding_set_is_read_from_status() {
+        let status = "Name:\tx\nCapBnd:\t00000000fdffffff\n";
+        let mask = capability_mask(status, "CapBnd:").unwrap();
+        assert_eq!(mask & (1 << 24), 0, "CAP_SYS_RESOURCE is not held");
+        assert_ne!(mask & 1, 0);
+    }
 }
 
 #[cfg(test)]
