@@ -865,3 +865,57 @@ async fn bad_container_configs_are_refused_and_leave_nothing() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     setup.finish().await;
 }
+
+#[tokio::test]
+async fn shared_pid_namespace_has_an_init_and_sees_all_containers() {
+    let setup = Setup::with_pod("sharedpid", |pod| {
+        let options = pod
+            .linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .namespace_options
+            .as_mut()
+            .unwrap();
+        options.pid = v1::NamespaceMode::Pod as i32;
+    })
+    .await;
+    let info = setup.daemon.pod_status(&setup.pod_id).await.unwrap().info;
+    let init = serde_json::from_str::<serde_json::Value>(&info["info"]).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    assert!(init > 1, "the pod has an init: {info:?}");
+    // The containers' configs name POD too (the CRI default).
+    let first = setup.run(setup.config("first", &["sleep", "1000"])).await;
+    let second = setup.run(setup.config("second", &["sleep", "2000"])).await;
+    let ps = stdout(
+        &setup
+            .daemon
+            .exec_sync(&second, &["ps", "-o", "pid,args"], 10)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        ps.contains("sleep 1000") && ps.contains("sleep 2000"),
+        "{ps}"
+    );
+    let pid_one = ps
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        pid_one.contains("coracle-monitor"),
+        "pid 1 is the pod's init: {ps}"
+    );
+    let _ = first;
+    // Stopping the pod ends its init and every process in the namespace.
+    setup.daemon.stop_pod(&setup.pod_id).await.unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{init}")).exists(),
+        "init is gone"
+    );
+    setup.finish().await;
+}

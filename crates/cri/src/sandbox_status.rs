@@ -47,6 +47,8 @@ impl CriService {
                 "network": pod.network,
                 "namespaceDir": pod.namespace_dir,
                 "pinnedNamespaces": pod.pinned,
+                // The init of a shared PID namespace (PID mode POD); 0 without one.
+                "pid": pod.init.map_or(0, |init| init.pid),
                 "podFilesDir": self.runtime.dirs().pod_files_dir(&pod.id),
                 "config": pod.spec,
             });

@@ -3,6 +3,7 @@
 //! ```text
 //! coracle-monitor run    MonitorConfig JSON on stdin, one Handshake line on stdout
 //! coracle-monitor exec   ExecConfig JSON on stdin; exits with the process's code
+//! coracle-monitor pod-init  PodInitConfig JSON on stdin, one Handshake line on stdout
 //! ```
 //!
 //! Single-threaded, no async runtime: one of these runs per container for its whole
@@ -14,6 +15,7 @@ mod cri_log;
 mod error;
 mod exec;
 mod exit_file;
+mod pod_init;
 mod spawn;
 mod stdio;
 mod supervisor;
@@ -22,7 +24,7 @@ mod timestamp;
 
 use std::io::Write;
 
-const USAGE: &str = "usage: coracle-monitor run|exec (config JSON on stdin)";
+const USAGE: &str = "usage: coracle-monitor run|exec|pod-init (config JSON on stdin)";
 
 fn main() {
     sys::default_sigpipe();
@@ -31,6 +33,7 @@ fn main() {
     let code = match (cmd.as_ref().and_then(|c| c.to_str()), args.next()) {
         (Some("run"), None) => spawn::main(),
         (Some("exec"), None) => exec::main(),
+        (Some("pod-init"), None) => pod_init::main(),
         (Some("--version"), None) => {
             println!("coracle-monitor {}", env!("CARGO_PKG_VERSION"));
             0

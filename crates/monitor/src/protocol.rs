@@ -100,3 +100,11 @@ pub struct ExecConfig {
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }
+
+/// What `coracle-monitor pod-init` needs: the pod's pinned namespaces to join before
+/// it unshares the PID namespace. Its handshake is a [`Handshake`] whose pids are the
+/// init's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInitConfig {
+    pub namespaces: Vec<PathBuf>,
+}

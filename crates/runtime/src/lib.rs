@@ -19,7 +19,7 @@ mod pod_shm;
 mod recover;
 mod sandbox_remove;
 mod sandbox_run;
-mod sandbox_stop;
+pub(crate) mod sandbox_stop;
 pub mod store;
 
 use std::path::{Path, PathBuf};

@@ -60,8 +60,25 @@ pub(crate) async fn spawn_monitor(
     binary: &Path,
     config: &MonitorConfig,
 ) -> Result<MonitorStarted, MonitorError> {
+    spawn_detached(binary, "run", config).await
+}
+
+/// Spawns `coracle-monitor pod-init`: the init of a pod's shared PID namespace.
+pub(crate) async fn spawn_pod_init(
+    binary: &Path,
+    config: &coracle_monitor::protocol::PodInitConfig,
+) -> Result<ProcessIdentity, MonitorError> {
+    Ok(spawn_detached(binary, "pod-init", config).await?.monitor)
+}
+
+/// Runs a subcommand that answers one handshake line and leaves a detached process.
+async fn spawn_detached<C: serde::Serialize>(
+    binary: &Path,
+    subcommand: &str,
+    config: &C,
+) -> Result<MonitorStarted, MonitorError> {
     let mut child = tokio::process::Command::new(binary)
-        .arg("run")
+        .arg(subcommand)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -39,6 +39,7 @@ impl Runtime {
         if detach_network {
             self.detach_pod_network(id).await?;
         }
+        crate::sandbox_stop::kill_pod_init(self.pods.get(id).and_then(|pod| pod.init));
         self.release_pod_namespaces(id).await?;
         self.release_pod_shm(id).await?;
         if let Some(pod) = self.pods.get(id) {

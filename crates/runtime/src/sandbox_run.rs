@@ -114,6 +114,18 @@ impl Runtime {
             Some(made) => (Some(made.cgroup), made.created),
             None => (None, false),
         };
+        let init = match spec.namespaces.pid {
+            NamespaceMode::Pod => Some(
+                self.start_pod_init(
+                    id,
+                    namespace_dir.as_deref(),
+                    &kinds_pinned(spec),
+                    cgroup.as_ref(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let recorded = cgroup.clone();
         let marked_ready = self
             .pods
@@ -121,6 +133,7 @@ impl Runtime {
                 pod.cgroup = recorded;
                 pod.cgroup_created = created;
                 pod.network = network;
+                pod.init = init;
                 pod.state = PodState::Ready;
             })
             .await;
@@ -131,6 +144,48 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+impl Runtime {
+    /// Starts the init of the pod's shared PID namespace, inside its other
+    /// namespaces and its cgroup.
+    async fn start_pod_init(
+        &self,
+        id: &str,
+        namespace_dir: Option<&std::path::Path>,
+        pinned: &[String],
+        cgroup: Option<&coracle_oci::cgroups::ContainerCgroup>,
+    ) -> Result<crate::model::ProcessIdentity, RuntimeError> {
+        let config = coracle_monitor::protocol::PodInitConfig {
+            namespaces: namespace_dir
+                .map(|dir| pinned.iter().map(|name| dir.join(name)).collect())
+                .unwrap_or_default(),
+        };
+        let init = crate::monitor_client::spawn_pod_init(&self.monitor_path, &config)
+            .await
+            .map_err(|source| RuntimeError::Monitor {
+                id: id.to_owned(),
+                source,
+            })?;
+        if let Some(cgroup) = cgroup {
+            if let Err(err) = cgroup.add_task(init.pid) {
+                crate::sandbox_stop::kill_pod_init(Some(init));
+                return Err(RuntimeError::PodCgroup {
+                    id: id.to_owned(),
+                    source: Box::new(err),
+                });
+            }
+        }
+        Ok(init)
+    }
+}
+
+/// Names of the namespaces pinned for `spec` (the files in the namespace dir).
+fn kinds_pinned(spec: &PodSpec) -> Vec<String> {
+    namespaces_to_pin(spec)
+        .iter()
+        .map(|k| k.name().to_owned())
+        .collect()
 }
 
 /// The namespaces a pod gets new copies of. UTS follows the network: a host-network
@@ -218,8 +273,7 @@ fn validate_namespace_modes(spec: &PodSpec) -> Result<(), RuntimeError> {
             ));
         }
     }
-    // A POD pid mode is recorded here; its init process starts with the pod's
-    // first container.
+    // A POD pid mode gets an init process holding the shared namespace.
     if ns.pid == NamespaceMode::Target {
         return Err(RuntimeError::invalid(
             "namespace_options.pid",

@@ -17,10 +17,12 @@ impl Runtime {
         if self.pods.get(id).is_some_and(|pod| pod.network.is_some()) {
             self.detach_pod_network(id).await?;
         }
+        kill_pod_init(self.pods.get(id).and_then(|pod| pod.init));
         self.release_pod_namespaces(id).await?;
         self.release_pod_shm(id).await?;
         self.pods
             .update(&guard, |pod| {
+                pod.init = None;
                 pod.state = PodState::NotReady;
                 pod.pinned.clear();
                 pod.network = None;
@@ -61,5 +63,19 @@ impl Runtime {
                 .map_err(|source| RuntimeError::PodShm { id: pod_id, source })
         })
         .await?
+    }
+}
+
+/// SIGKILLs the pod's init if it is still the process recorded; with it the kernel
+/// kills whatever else is left in the pod's PID namespace.
+pub(crate) fn kill_pod_init(init: Option<crate::model::ProcessIdentity>) {
+    let Some(init) = init else {
+        return;
+    };
+    if coracle_oci::state::process_alive(init.pid, init.start_time) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(init.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }

@@ -1,0 +1,171 @@
+//! `coracle-monitor pod-init`: the tiny init of a pod that shares one PID namespace
+//! (PID mode POD). It joins the pod's pinned namespaces, unshares PID, and forks the
+//! process that becomes pid 1 there: it only reaps orphans and ends on SIGTERM or
+//! SIGINT (SIGKILL from the daemon ends it, and with it every process of the pod).
+//! Containers of the pod join `/proc/<its pid>/ns/pid`.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+
+use coracle_monitor::protocol::{Handshake, PodInitConfig};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, setsid};
+
+pub fn main() -> i32 {
+    let config = match read_config() {
+        Ok(config) => config,
+        Err(message) => return answer(&Handshake::Failed { message }),
+    };
+    let (ours, theirs) = match socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    ) {
+        Ok(pair) => pair,
+        Err(e) => {
+            return answer(&Handshake::Failed {
+                message: format!("socketpair: {e}"),
+            });
+        }
+    };
+    // SAFETY: single-threaded process: the child may run arbitrary code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(ours);
+            let handshake = match enter_and_fork_init(&config) {
+                Ok(init) => init,
+                Err(message) => Handshake::Failed { message },
+            };
+            send(theirs, &handshake);
+            0
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(theirs);
+            let handshake = receive(ours);
+            let _ = waitpid(child, None);
+            answer(&handshake)
+        }
+        Err(e) => answer(&Handshake::Failed {
+            message: format!("fork: {e}"),
+        }),
+    }
+}
+
+fn read_config() -> Result<PodInitConfig, String> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("read config from stdin: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("parse config from stdin: {e}"))
+}
+
+/// In the intermediate: its own session, the pod's namespaces, a new PID namespace,
+/// then the fork whose child is pid 1 there.
+fn enter_and_fork_init(config: &PodInitConfig) -> Result<Handshake, String> {
+    setsid().map_err(|e| format!("setsid: {e}"))?;
+    for path in &config.namespaces {
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+        setns(file, CloneFlags::empty())
+            .map_err(|e| format!("join namespace {}: {e}", path.display()))?;
+    }
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare PID namespace: {e}"))?;
+    // SAFETY: still single-threaded; the child never returns from `init_loop`.
+    match unsafe { fork() }.map_err(|e| format!("fork the init: {e}"))? {
+        ForkResult::Child => init_loop(),
+        ForkResult::Parent { child } => {
+            let start_time = start_time(child.as_raw())
+                .ok_or_else(|| format!("read the start time of {child}"))?;
+            Ok(Handshake::Created {
+                monitor_pid: child.as_raw(),
+                monitor_start_time: start_time,
+                container_pid: child.as_raw(),
+            })
+        }
+    }
+}
+
+/// pid 1 of the pod's PID namespace: reap, and end on SIGTERM or SIGINT.
+fn init_loop() -> ! {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let null = OwnedFd::from(null);
+        for target in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which this process owns.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target) };
+        }
+    }
+    let _ = std::env::set_current_dir("/");
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+        signals.add(signal);
+    }
+    let _ = signals.thread_block();
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => reap_all(),
+            Ok(Signal::SIGTERM | Signal::SIGINT) => std::process::exit(0),
+            _ => {}
+        }
+    }
+}
+
+fn reap_all() {
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+fn send(socket: OwnedFd, handshake: &Handshake) {
+    let mut stream = UnixStream::from(socket);
+    if let Ok(mut line) = serde_json::to_vec(handshake) {
+        line.push(b'\n');
+        let _ = stream.write_all(&line);
+    }
+}
+
+fn receive(socket: OwnedFd) -> Handshake {
+    let mut text = String::new();
+    let read = UnixStream::from(socket)
+        .take(64 * 1024)
+        .read_to_string(&mut text);
+    match read
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str(text.trim()).map_err(|e| format!("{e}: {text:?}")))
+    {
+        Ok(handshake) => handshake,
+        Err(e) => Handshake::Failed {
+            message: format!("pod init handshake: {e}"),
+        },
+    }
+}
+
+fn answer(handshake: &Handshake) -> i32 {
+    let mut stdout = std::io::stdout();
+    let written = serde_json::to_vec(handshake)
+        .map(|mut line| {
+            line.push(b'\n');
+            line
+        })
+        .map(|line| stdout.write_all(&line).and_then(|()| stdout.flush()));
+    match (handshake, written) {
+        (Handshake::Created { .. }, Ok(Ok(()))) => 0,
+        _ => 1,
+    }
+}
