@@ -134,6 +134,7 @@ fn setup(cfg: &MonitorConfig) -> Result<Monitor, MonitorError> {
     };
     let reaper = Reaper::new(init_pid).map_err(sys_err("signalfd for SIGCHLD"))?;
     sys::trim_heap();
+    sys::release_startup_code();
     Ok(Monitor {
         init_pid,
         reaper,
