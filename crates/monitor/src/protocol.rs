@@ -96,7 +96,7 @@ pub struct ExecConfig {
     /// The OCI `process` to run: the container's own with args replaced.
     pub process: serde_json::Value,
     /// At the deadline the process and its process group are killed with SIGKILL
-    /// and the helper exits with 137.
+    /// and the helper exits with 137. `None` or 0 (CRI's "no timeout"): no deadline.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }

@@ -98,6 +98,62 @@ fn reopen_log_sends_new_records_to_the_new_file() {
 }
 
 #[test]
+fn all_output_is_logged_before_the_exit_record() {
+    let mut t = TestContainer::new("drain", &["seq", "1", "100000"]);
+    t.spawn_created();
+    t.start();
+    assert_eq!(t.wait_exit(EXIT_WAIT).exit_code, 0);
+    let records = t.records();
+    assert_eq!(records.len(), 100_000);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(
+            (r.tag.as_str(), r.content.as_str()),
+            ("F", &*(i + 1).to_string())
+        );
+    }
+}
+
+#[test]
+fn without_a_log_path_output_is_drained_and_dropped() {
+    // Far more than a pipe holds: the container would block if nobody read.
+    let mut t = TestContainer::new("no-log", &["seq", "1", "200000"]);
+    let mut cfg = t.config();
+    cfg.log_path = None;
+    t.spawn_created_with(&cfg);
+    t.start();
+    assert_eq!(t.wait_exit(EXIT_WAIT).exit_code, 0);
+    assert!(!t.log_path().exists());
+}
+
+#[test]
+fn stdin_is_kept_open_when_asked_and_a_kill_is_recorded() {
+    // Without stdin the container reads /dev/null: EOF at once.
+    let mut t = TestContainer::new("stdin-null", &["sh", "-c", "cat; echo eof"]);
+    t.spawn_created();
+    t.start();
+    assert_eq!(t.wait_exit(EXIT_WAIT).exit_code, 0);
+    assert_eq!(contents(&t.records(), "stdout"), [f("eof")]);
+    // With stdin the monitor holds the write end: cat waits until killed.
+    let mut t = TestContainer::new("stdin-kept", &["sh", "-c", "cat; echo eof"]);
+    let mut cfg = t.config();
+    cfg.stdin = true;
+    t.spawn_created_with(&cfg);
+    t.start();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!t.dir().join("exit.json").exists());
+    coracle_oci::Container::load(&t.state_root(), &t.id)
+        .unwrap()
+        .kill(nix::sys::signal::Signal::SIGKILL, false)
+        .unwrap();
+    let rec = t.wait_exit(EXIT_WAIT);
+    assert_eq!(
+        (rec.exit_code, rec.signal, rec.oom_killed),
+        (137, Some(9), false)
+    );
+    assert!(t.records().is_empty());
+}
+
+#[test]
 fn oom_killed_container_is_reported() {
     let mut t = TestContainer::new("oom", &["sh", "-c", "x=a; while :; do x=$x$x; done"]);
     let limit = 8 * 1024 * 1024;
