@@ -27,7 +27,9 @@ fn f(s: &str) -> (String, String) {
 #[test]
 fn run_logs_stdout_and_stderr_and_records_the_exit_code() {
     let mut t = TestContainer::new("exit-code", &["sh", "-c", "echo out; echo err >&2; exit 3"]);
-    t.spawn_created();
+    // Relative paths are resolved where the monitor was started, as the daemon means.
+    let cfg = t.relative_config();
+    t.spawn_created_with(&cfg);
     t.start();
     let rec = t.wait_exit(EXIT_WAIT);
     assert_eq!(rec.exit_code, 3);
