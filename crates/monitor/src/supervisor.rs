@@ -8,7 +8,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use coracle_monitor::protocol::{
-    CONTROL_SOCKET, ControlRequest, ControlResponse, ExitRecord, Handshake, MonitorConfig,
+    CONTROL_SOCKET, ControlRequest, ControlResponse, ExitRecord, Handshake, MONITOR_LOG,
+    MonitorConfig,
 };
 use coracle_oci::{Container, CreateOptions};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -19,9 +20,6 @@ use crate::cri_log::{CriLog, LineSplitter};
 use crate::error::{MonitorError, chain, io_err, sys_err};
 use crate::stdio::{self, Output};
 use crate::{exit_file, sys};
-
-/// The monitor's own error log in its dir (its stderr after setup).
-pub const MONITOR_LOG: &str = "monitor.log";
 
 /// Output read per stream after the init exited: enough for anything buffered in a
 /// pipe or pty, bounded so that an orphan that keeps writing (no PID namespace of the
