@@ -61,7 +61,12 @@ fn start() -> Result<(i32, Option<Duration>), String> {
         ..ExecOptions::default()
     };
     let proc = container.exec(process, opts).map_err(|e| chain(&e))?;
-    Ok((proc.pid, cfg.timeout_ms.map(Duration::from_millis)))
+    // CRI's ExecSync: a timeout of 0 means none.
+    let timeout = cfg
+        .timeout_ms
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis);
+    Ok((proc.pid, timeout))
 }
 
 /// /dev/null, and copies of our own stdout and stderr.

@@ -6,14 +6,25 @@
 //! on its stdout, then the process the daemon spawned exits (the real monitor is its
 //! child, in a session of its own, reparented away from the daemon).
 //!
-//! Files in [`MonitorConfig::dir`]: [`EXIT_FILE`] ([`ExitRecord`], written atomically
-//! before the monitor exits) and [`CONTROL_SOCKET`] (a unix stream socket; a client
-//! writes one [`ControlRequest`] JSON line and reads one [`ControlResponse`] line).
+//! Files in [`MonitorConfig::dir`] (created 0700 if missing; the monitor's cwd):
+//! [`EXIT_FILE`] ([`ExitRecord`], written atomically before the monitor exits; a monitor
+//! that exits without one died abnormally), [`CONTROL_SOCKET`] (a unix stream socket,
+//! removed when the monitor exits; a client writes one [`ControlRequest`] JSON line and
+//! reads one [`ControlResponse`] line), [`MONITOR_LOG`] (the monitor's own errors), and
+//! briefly `console.sock` for a tty container. The monitor binds its sockets by
+//! relative name, so a long dir does not hit sun_path's 108 bytes; a client with a long
+//! path can connect through `/proc/self/fd/<fd of the dir>/control.sock`.
+//!
+//! Relative paths in a [`MonitorConfig`] are resolved against the spawned process's
+//! working directory. Output goes to [`MonitorConfig::log_path`] in the CRI format
+//! kubelet reads, a line longer than 16 KiB cut into `P` records.
 //!
 //! `coracle-monitor exec`: the daemon passes one [`ExecConfig`] as JSON on stdin; the
-//! exec'd process gets the helper's stdout and stderr; the helper exits with the
-//! process's exit code (128 + signal when killed), or 255 with a message on stderr
-//! when it could not start it.
+//! exec'd process gets /dev/null as stdin and the helper's stdout and stderr; the
+//! helper exits with the process's exit code (128 + signal when killed), 137 with
+//! `coracle-monitor: exec timed out after <N>ms` on stderr at the deadline, or 255 with
+//! a message on stderr when it could not start it. It waits for the process, not for
+//! its stdout to close: a reader should stop at the helper's exit.
 
 use std::path::PathBuf;
 
@@ -23,6 +34,8 @@ use serde::{Deserialize, Serialize};
 pub const EXIT_FILE: &str = "exit.json";
 /// Name of the monitor's control socket in the container's monitor dir.
 pub const CONTROL_SOCKET: &str = "control.sock";
+/// Name of the monitor's own error log in the container's monitor dir.
+pub const MONITOR_LOG: &str = "monitor.log";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorConfig {
@@ -96,7 +109,7 @@ pub struct ExecConfig {
     /// The OCI `process` to run: the container's own with args replaced.
     pub process: serde_json::Value,
     /// At the deadline the process and its process group are killed with SIGKILL
-    /// and the helper exits with 137.
+    /// and the helper exits with 137. `None` or 0 (CRI's "no timeout"): no deadline.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }

@@ -56,7 +56,22 @@ fn read_config() -> Result<MonitorConfig, String> {
     std::io::stdin()
         .read_to_end(&mut bytes)
         .map_err(|e| format!("read config from stdin: {e}"))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("parse config from stdin: {e}"))
+    let cfg: MonitorConfig =
+        serde_json::from_slice(&bytes).map_err(|e| format!("parse config from stdin: {e}"))?;
+    absolute_paths(cfg)
+}
+
+/// The monitor changes into its dir: resolve every path of the config against the
+/// directory the daemon started us in first.
+fn absolute_paths(mut cfg: MonitorConfig) -> Result<MonitorConfig, String> {
+    let abs = |p: &std::path::Path| {
+        std::path::absolute(p).map_err(|e| format!("resolve {}: {e}", p.display()))
+    };
+    cfg.bundle = abs(&cfg.bundle)?;
+    cfg.oci_state_root = abs(&cfg.oci_state_root)?;
+    cfg.dir = abs(&cfg.dir)?;
+    cfg.log_path = cfg.log_path.as_deref().map(abs).transpose()?;
+    Ok(cfg)
 }
 
 /// Wait for the monitor's handshake line and print it as ours.

@@ -8,7 +8,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use coracle_monitor::protocol::{
-    CONTROL_SOCKET, ControlRequest, ControlResponse, ExitRecord, Handshake, MonitorConfig,
+    CONTROL_SOCKET, ControlRequest, ControlResponse, ExitRecord, Handshake, MONITOR_LOG,
+    MonitorConfig,
 };
 use coracle_oci::{Container, CreateOptions};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -19,9 +20,6 @@ use crate::cri_log::{CriLog, LineSplitter};
 use crate::error::{MonitorError, chain, io_err, sys_err};
 use crate::stdio::{self, Output};
 use crate::{exit_file, sys};
-
-/// The monitor's own error log in its dir (its stderr after setup).
-pub const MONITOR_LOG: &str = "monitor.log";
 
 /// Output read per stream after the init exited: enough for anything buffered in a
 /// pipe or pty, bounded so that an orphan that keeps writing (no PID namespace of the
@@ -98,7 +96,7 @@ fn setup(cfg: &MonitorConfig) -> Result<Monitor, MonitorError> {
     // The spawner's pipes must not stay open through us (the daemon would wait for
     // their EOF) nor reach the container.
     redirect_stdio_to_null()?;
-    let dir = std::path::absolute(&cfg.dir).map_err(io_err("resolve", &cfg.dir))?;
+    let dir = cfg.dir.clone();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -125,15 +123,15 @@ fn setup(cfg: &MonitorConfig) -> Result<Monitor, MonitorError> {
         .map_err(io_err("bind control socket", &dir.join(CONTROL_SOCKET)))?;
     let io = stdio::prepare(cfg.tty, cfg.stdin)?;
     let container = create(cfg, io);
-    let (init_pid, outputs, stdin) = match container {
+    let (init_pid, reaper, outputs, stdin) = match container {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(CONTROL_SOCKET);
             return Err(e);
         }
     };
-    let reaper = Reaper::new(init_pid).map_err(sys_err("signalfd for SIGCHLD"))?;
     sys::trim_heap();
+    sys::release_startup_code();
     Ok(Monitor {
         init_pid,
         reaper,
@@ -152,10 +150,12 @@ fn setup(cfg: &MonitorConfig) -> Result<Monitor, MonitorError> {
     })
 }
 
-type Created = (i32, Vec<Output>, Option<OwnedFd>);
+type Created = (i32, Reaper, Vec<Output>, Option<OwnedFd>);
 
-/// `Container::create` with our stdio; the Container handle (with its parsed spec) is
-/// dropped: the exit path loads it again for the OOM count.
+/// `Container::create` with our stdio, then what the event loop needs of it. On any
+/// failure after create the container is deleted: the daemon will never hear of it.
+/// The Container handle (with its parsed spec) is dropped: the exit path loads it
+/// again for the OOM count.
 fn create(cfg: &MonitorConfig, mut io: stdio::ContainerIo) -> Result<Created, MonitorError> {
     let mut opts = CreateOptions::new(&cfg.oci_state_root);
     opts.console_socket = io.console_socket.take();
@@ -171,10 +171,13 @@ fn create(cfg: &MonitorConfig, mut io: stdio::ContainerIo) -> Result<Created, Mo
         }
     };
     let pid = container.pid();
-    match io.finish() {
-        Ok((outputs, stdin)) => Ok((pid, outputs, stdin)),
+    let finished = io.finish().and_then(|(outputs, stdin)| {
+        let reaper = Reaper::new(pid).map_err(sys_err("signalfd for SIGCHLD"))?;
+        Ok((pid, reaper, outputs, stdin))
+    });
+    match finished {
+        Ok(created) => Ok(created),
         Err(e) => {
-            // The daemon will never hear of this container: do not leave it behind.
             if let Err(d) = container.delete(true) {
                 crate::report(format_args!("delete after failed setup: {}", chain(&d)));
             }

@@ -150,8 +150,10 @@ impl TestContainer {
     /// Spawn `coracle-monitor run` as the daemon does; returns the handshake and the
     /// spawner's exit code. The spawner must exit, and close its stdout, promptly.
     pub fn spawn_monitor(&mut self, cfg: &MonitorConfig) -> (Handshake, i32) {
+        // From the test's temp dir, so a config with relative paths means the same.
         let mut child = Command::new(monitor_bin())
             .arg("run")
+            .current_dir(self.tmp.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -183,6 +185,17 @@ impl TestContainer {
             self.monitor_pid = Some(*monitor_pid);
         }
         (h, out.status.code().unwrap_or(-1))
+    }
+
+    /// The config with every path relative to the temp dir.
+    pub fn relative_config(&self) -> MonitorConfig {
+        MonitorConfig {
+            bundle: "bundle".into(),
+            oci_state_root: "oci-state".into(),
+            dir: "monitor".into(),
+            log_path: Some("logs/ctr/0.log".into()),
+            ..self.config()
+        }
     }
 
     /// Spawn with the default config and expect success; returns (monitor, init) pids.
