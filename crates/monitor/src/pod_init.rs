@@ -92,6 +92,10 @@ fn enter_and_fork_init(config: &PodInitConfig) -> Result<Handshake, String> {
 
 /// pid 1 of the pod's PID namespace: reap, and end on SIGTERM or SIGINT.
 fn init_loop() -> ! {
+    // Nothing of the spawner's may stay open here: the handshake socket would never
+    // see EOF, and the daemon's descriptors do not belong in the pod.
+    // SAFETY: close_range takes plain integers; closing fds we do not use is harmless.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -141,10 +145,10 @@ fn send(socket: OwnedFd, handshake: &Handshake) {
 }
 
 fn receive(socket: OwnedFd) -> Handshake {
+    // One line: the init must not be able to hold the answer back.
     let mut text = String::new();
-    let read = UnixStream::from(socket)
-        .take(64 * 1024)
-        .read_to_string(&mut text);
+    let mut reader = std::io::BufReader::new(UnixStream::from(socket).take(64 * 1024));
+    let read = std::io::BufRead::read_line(&mut reader, &mut text);
     match read
         .map_err(|e| e.to_string())
         .and_then(|_| serde_json::from_str(text.trim()).map_err(|e| format!("{e}: {text:?}")))
