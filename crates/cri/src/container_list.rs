@@ -98,6 +98,7 @@ mod tests {
             monitor: None,
             pid: 0,
             exit: None,
+            creating: false,
         }
     }
 

@@ -231,6 +231,7 @@ mod tests {
             monitor: None,
             pid: 4242,
             exit: None,
+            creating: false,
         }
     }
 

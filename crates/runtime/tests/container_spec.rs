@@ -120,6 +120,7 @@ fn built_spec_runs_under_the_oci_executor() {
         cgroup: None,
         cgroup_created: false,
         network: None,
+        init: None,
     };
     let id = format!("coracle-test-spec-{}", std::process::id());
     let built = build_spec(&SpecInputs {

@@ -416,6 +416,7 @@ mod tests {
             cgroup: None,
             cgroup_created: false,
             network: None,
+            init: None,
         };
         let image = ImageRuntimeConfig {
             entrypoint: vec!["/entry".into()],
