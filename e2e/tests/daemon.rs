@@ -196,12 +196,12 @@ async fn unimplemented_rpcs_name_themselves_on_both_versions() {
         .runtime_client()
         .await
         .unwrap()
-        .create_container(v1::CreateContainerRequest::default())
+        .list_container_stats(v1::ListContainerStatsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("CreateContainer"),
+        err.message().contains("ListContainerStats"),
         "{}",
         err.message()
     );
@@ -210,11 +210,11 @@ async fn unimplemented_rpcs_name_themselves_on_both_versions() {
         .runtime_client()
         .await
         .unwrap()
-        .exec_sync(v1::ExecSyncRequest::default())
+        .exec(v1::ExecRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ExecSync"), "{}", err.message());
+    assert!(err.message().contains("Exec"), "{}", err.message());
 
     let err = daemon
         .runtime_client_v1alpha2()
@@ -425,7 +425,7 @@ async fn each_rpc_is_logged_with_its_duration_and_errors_at_warn() {
     let mut client = daemon.runtime_client().await.unwrap();
     client.status(v1::StatusRequest::default()).await.unwrap();
     let _ = client
-        .stop_container(v1::StopContainerRequest::default())
+        .container_stats(v1::ContainerStatsRequest::default())
         .await;
     daemon.stop().await.unwrap();
     let log = daemon.log();
@@ -439,11 +439,11 @@ async fn each_rpc_is_logged_with_its_duration_and_errors_at_warn() {
     );
     let error_line = log
         .lines()
-        .find(|line| line.contains("/runtime.v1.RuntimeService/StopContainer"))
-        .unwrap_or_else(|| panic!("no StopContainer line in log:\n{log}"));
+        .find(|line| line.contains("/runtime.v1.RuntimeService/ContainerStats"))
+        .unwrap_or_else(|| panic!("no ContainerStats line in log:\n{log}"));
     assert!(error_line.contains("WARN"), "{error_line}");
     assert!(
-        error_line.contains("StopContainer is not implemented yet"),
+        error_line.contains("ContainerStats is not implemented yet"),
         "{error_line}"
     );
 }

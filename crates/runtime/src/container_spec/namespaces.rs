@@ -214,13 +214,21 @@ mod tests {
             ..Default::default()
         };
         assert!(check_modes(&modes, &pod_paths()).is_ok());
+        // Network and IPC follow the pod whatever the container says.
         modes.network = NamespaceMode::Node;
+        assert!(check_modes(&modes, &pod_paths()).is_ok());
+        // PID: NODE needs the host's; POD takes the pod's or, without one, a new one.
+        modes.pid = NamespaceMode::Node;
         assert!(check_modes(&modes, &pod_paths()).is_err());
-        modes.network = NamespaceMode::Pod;
         modes.pid = NamespaceMode::Pod;
-        assert!(check_modes(&modes, &pod_paths()).is_err());
+        assert!(check_modes(&modes, &pod_paths()).is_ok());
         let mut paths = pod_paths();
         paths.pid = NamespaceSource::Path("/proc/42/ns/pid".into());
         assert!(check_modes(&modes, &paths).is_ok());
+        paths.pid = NamespaceSource::Host;
+        assert!(check_modes(&modes, &paths).is_err());
+        modes.pid = NamespaceMode::Target;
+        paths.pid = NamespaceSource::New;
+        assert!(check_modes(&modes, &paths).is_err());
     }
 }

@@ -258,7 +258,7 @@ mod capability_mask_tests {
 
     #[test]
     fn bounding_set_is_read_from_status() {
-        let status = "Name:\tx\nCapBnd:\t00000000fdffffff\n";
+        let status = "Name:\tx\nCapBnd:\t00000000feffffff\n";
         let mask = capability_mask(status, "CapBnd:").unwrap();
         assert_eq!(mask & (1 << 24), 0, "CAP_SYS_RESOURCE is not held");
         assert_ne!(mask & 1, 0);
