@@ -315,6 +315,7 @@ impl Drop for Daemon {
         // Pods and containers outlive their daemon by design; a test that failed
         // before removing them must not leak their processes, cgroups or mounts.
         kill_leftover_containers(&self.state_dir());
+        kill_leftover_pod_inits(&self.root_dir());
         for mount_point in mounts_under(self.dir.path()) {
             let _ = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH);
         }
@@ -381,6 +382,27 @@ fn processes_mentioning(dir: &Path) -> Vec<(u32, String)> {
             cmdline.contains(&needle).then_some((pid, cmdline))
         })
         .collect()
+}
+
+/// Kills the init of every pod recorded under `root_dir` that still runs (a pod
+/// sharing one PID namespace); its namespace's processes go with it.
+fn kill_leftover_pod_inits(root_dir: &Path) {
+    let Ok(entries) = fs::read_dir(root_dir.join("pods")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let Ok(pod) = serde_json::from_str::<coracle_runtime::model::PodRecord>(&text) else {
+            continue;
+        };
+        if let Some(init) = pod.init {
+            if coracle_oci::state::process_alive(init.pid, init.start_time) {
+                let _ = kill(Pid::from_raw(init.pid), Signal::SIGKILL);
+            }
+        }
+    }
 }
 
 /// Kills the processes of every container whose bundle is under `state_dir` (their

@@ -919,11 +919,8 @@ async fn shared_pid_namespace_has_an_init_and_sees_all_containers() {
 
 /// Running (a zombie waiting for a slow reaper counts as ended).
 fn process_alive(pid: i64) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
+    i32::try_from(pid)
         .ok()
-        .and_then(|stat| {
-            let rest = stat[stat.rfind(')')? + 1..].trim_start().to_owned();
-            rest.chars().next()
-        })
-        .is_some_and(|state| state != 'Z' && state != 'X')
+        .and_then(coracle_oci::state::proc_stat)
+        .is_some_and(|stat| stat.state != 'Z' && stat.state != 'X')
 }

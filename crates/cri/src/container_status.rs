@@ -40,19 +40,6 @@ impl StatusExtras {
     }
 }
 
-/// The CRI reason of a finished container: `OOMKilled` must be reported for the cgroup
-/// OOM killer's victims (api.proto, ContainerStatus.reason); the other two are what
-/// containerd and CRI-O report.
-pub(crate) fn exit_reason(exit_code: i32, oom_killed: bool) -> &'static str {
-    if oom_killed {
-        "OOMKilled"
-    } else if exit_code == 0 {
-        "Completed"
-    } else {
-        "Error"
-    }
-}
-
 pub(crate) fn container_status_to_cri(
     record: &ContainerRecord,
     verbose: bool,
@@ -82,7 +69,7 @@ fn status(record: &ContainerRecord) -> v1::ContainerStatus {
     let exit = record.exit.as_ref().filter(|_| finished);
     let reason = match exit {
         Some(exit) if exit.reason.is_empty() && record.state == ContainerState::Exited => {
-            exit_reason(exit.exit_code, false).to_owned()
+            coracle_runtime::exit_reason(exit.exit_code, false).to_owned()
         }
         Some(exit) => exit.reason.clone(),
         None => String::new(),
@@ -255,6 +242,7 @@ mod tests {
 
     #[test]
     fn exit_reason_prefers_oom_then_exit_code() {
+        use coracle_runtime::exit_reason;
         assert_eq!(exit_reason(137, true), "OOMKilled");
         assert_eq!(exit_reason(0, true), "OOMKilled");
         assert_eq!(exit_reason(0, false), "Completed");

@@ -4,64 +4,29 @@
 //! SIGINT (SIGKILL from the daemon ends it, and with it every process of the pod).
 //! Containers of the pod join `/proc/<its pid>/ns/pid`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
 use coracle_monitor::protocol::{Handshake, PodInitConfig};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, setsid};
 
+use crate::spawn::{answer, fork_and_relay, read_config};
+
 pub fn main() -> i32 {
-    let config = match read_config() {
+    let config: PodInitConfig = match read_config() {
         Ok(config) => config,
         Err(message) => return answer(&Handshake::Failed { message }),
     };
-    let (ours, theirs) = match socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    ) {
-        Ok(pair) => pair,
-        Err(e) => {
-            return answer(&Handshake::Failed {
-                message: format!("socketpair: {e}"),
-            });
-        }
-    };
-    // SAFETY: single-threaded process: the child may run arbitrary code.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            drop(ours);
-            let handshake = match enter_and_fork_init(&config) {
-                Ok(init) => init,
-                Err(message) => Handshake::Failed { message },
-            };
-            send(theirs, &handshake);
-            0
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop(theirs);
-            let handshake = receive(ours);
-            let _ = waitpid(child, None);
-            answer(&handshake)
-        }
-        Err(e) => answer(&Handshake::Failed {
-            message: format!("fork: {e}"),
-        }),
-    }
-}
-
-fn read_config() -> Result<PodInitConfig, String> {
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("read config from stdin: {e}"))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("parse config from stdin: {e}"))
+    fork_and_relay("the pod init", |handshake| {
+        let answer =
+            enter_and_fork_init(&config).unwrap_or_else(|message| Handshake::Failed { message });
+        send(handshake, &answer);
+        0
+    })
 }
 
 /// In the intermediate: its own session, the pod's namespaces, a new PID namespace,
@@ -79,7 +44,8 @@ fn enter_and_fork_init(config: &PodInitConfig) -> Result<Handshake, String> {
     match unsafe { fork() }.map_err(|e| format!("fork the init: {e}"))? {
         ForkResult::Child => init_loop(),
         ForkResult::Parent { child } => {
-            let start_time = start_time(child.as_raw())
+            let start_time = coracle_oci::state::proc_stat(child.as_raw())
+                .map(|stat| stat.start_time)
                 .ok_or_else(|| format!("read the start time of {child}"))?;
             Ok(Handshake::Created {
                 monitor_pid: child.as_raw(),
@@ -130,46 +96,10 @@ fn reap_all() {
     }
 }
 
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
-}
-
 fn send(socket: OwnedFd, handshake: &Handshake) {
     let mut stream = UnixStream::from(socket);
     if let Ok(mut line) = serde_json::to_vec(handshake) {
         line.push(b'\n');
         let _ = stream.write_all(&line);
-    }
-}
-
-fn receive(socket: OwnedFd) -> Handshake {
-    // One line: the init must not be able to hold the answer back.
-    let mut text = String::new();
-    let mut reader = std::io::BufReader::new(UnixStream::from(socket).take(64 * 1024));
-    let read = std::io::BufRead::read_line(&mut reader, &mut text);
-    match read
-        .map_err(|e| e.to_string())
-        .and_then(|_| serde_json::from_str(text.trim()).map_err(|e| format!("{e}: {text:?}")))
-    {
-        Ok(handshake) => handshake,
-        Err(e) => Handshake::Failed {
-            message: format!("pod init handshake: {e}"),
-        },
-    }
-}
-
-fn answer(handshake: &Handshake) -> i32 {
-    let mut stdout = std::io::stdout();
-    let written = serde_json::to_vec(handshake)
-        .map(|mut line| {
-            line.push(b'\n');
-            line
-        })
-        .map(|line| stdout.write_all(&line).and_then(|()| stdout.flush()));
-    match (handshake, written) {
-        (Handshake::Created { .. }, Ok(Ok(()))) => 0,
-        _ => 1,
     }
 }

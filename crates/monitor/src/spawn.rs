@@ -17,10 +17,17 @@ use crate::supervisor;
 const MAX_HANDSHAKE: u64 = 64 * 1024;
 
 pub fn main() -> i32 {
-    let cfg = match read_config() {
+    let cfg = match read_config().and_then(absolute_paths) {
         Ok(c) => c,
         Err(message) => return answer(&Handshake::Failed { message }),
     };
+    fork_and_relay("the monitor", |handshake| supervisor::main(cfg, handshake))
+}
+
+/// Forks a child that runs `work` with the write end of a socket on which it sends
+/// its handshake line; this process relays that line as its own answer and exits
+/// with it, so the daemon reaps a short-lived child and the child lives on.
+pub fn fork_and_relay(what: &str, work: impl FnOnce(OwnedFd) -> i32) -> i32 {
     let (ours, theirs) = match socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -39,26 +46,25 @@ pub fn main() -> i32 {
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(ours);
-            supervisor::main(cfg, theirs)
+            work(theirs)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(theirs);
-            relay(ours, child)
+            relay(ours, child, what)
         }
         Err(e) => answer(&Handshake::Failed {
-            message: format!("fork the monitor: {e}"),
+            message: format!("fork {what}: {e}"),
         }),
     }
 }
 
-fn read_config() -> Result<MonitorConfig, String> {
+/// The one JSON config the daemon writes on stdin.
+pub fn read_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
     let mut bytes = Vec::new();
     std::io::stdin()
         .read_to_end(&mut bytes)
         .map_err(|e| format!("read config from stdin: {e}"))?;
-    let cfg: MonitorConfig =
-        serde_json::from_slice(&bytes).map_err(|e| format!("parse config from stdin: {e}"))?;
-    absolute_paths(cfg)
+    serde_json::from_slice(&bytes).map_err(|e| format!("parse config from stdin: {e}"))
 }
 
 /// The monitor changes into its dir: resolve every path of the config against the
@@ -75,7 +81,7 @@ fn absolute_paths(mut cfg: MonitorConfig) -> Result<MonitorConfig, String> {
 }
 
 /// Wait for the monitor's handshake line and print it as ours.
-fn relay(from: OwnedFd, monitor: Pid) -> i32 {
+fn relay(from: OwnedFd, child: Pid, what: &str) -> i32 {
     let mut line = Vec::new();
     let mut reader = std::fs::File::from(from).take(MAX_HANDSHAKE);
     let mut byte = [0u8; 512];
@@ -97,8 +103,8 @@ fn relay(from: OwnedFd, monitor: Pid) -> i32 {
         Ok(h) => answer(&h),
         Err(_) => answer(&Handshake::Failed {
             message: format!(
-                "the monitor ended before its handshake ({})",
-                describe_exit(monitor)
+                "{what} ended before its handshake ({})",
+                describe_exit(child)
             ),
         }),
     }
@@ -113,7 +119,7 @@ fn describe_exit(pid: Pid) -> String {
 }
 
 /// Print the handshake as one line; exit code 0 for Created, 1 for Failed.
-fn answer(h: &Handshake) -> i32 {
+pub fn answer(h: &Handshake) -> i32 {
     let mut line = serde_json::to_vec(h).unwrap_or_else(|_| b"{}".to_vec());
     line.push(b'\n');
     let mut out = std::io::stdout().lock();

@@ -40,7 +40,8 @@ pub fn main(cfg: MonitorConfig, handshake: OwnedFd) -> ! {
         Ok(mut m) => {
             let answer = Handshake::Created {
                 monitor_pid: std::process::id() as i32,
-                monitor_start_time: sys::own_start_time().unwrap_or(0),
+                monitor_start_time: coracle_oci::state::proc_stat(nix::unistd::getpid().as_raw())
+                    .map_or(0, |stat| stat.start_time),
                 container_pid: m.init_pid,
             };
             send_handshake(handshake, &answer);

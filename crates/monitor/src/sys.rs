@@ -36,21 +36,6 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Field 22 (starttime) of a /proc/<pid>/stat line. Fields are counted after the
-/// command name, which is in parentheses and may itself contain spaces or ')'.
-pub fn start_time_from_stat(stat: &str) -> Option<u64> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    // After ')' comes field 3 (state); field 22 is the 20th from there.
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// This process's start time (clock ticks since boot), as the daemon checks it.
-pub fn own_start_time() -> io::Result<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    start_time_from_stat(&stat)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat"))
-}
-
 /// Unmap the executable's read-only pages from this process, after `create`.
 ///
 /// Creating a container runs most of the OCI executor once; every code page it
@@ -128,14 +113,5 @@ mod tests {
             None
         );
         assert_eq!(m("7ffd0000-7ffd1000 rw-p 00000000 00:00 0   [stack]"), None);
-    }
-
-    #[test]
-    fn start_time_is_field_22_even_with_odd_names() {
-        let stat =
-            "4242 (a) b) c) S 1 4242 4242 0 -1 4194560 120 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(start_time_from_stat(stat), Some(987_654));
-        assert_eq!(start_time_from_stat("garbage"), None);
-        assert!(own_start_time().expect("own stat") > 0);
     }
 }

@@ -162,7 +162,11 @@ pub struct ProcStat {
 /// Read /proc/<pid>/stat. The comm field may contain spaces and parentheses, so split
 /// after the last ')'.
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_proc_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses a /proc/<pid>/stat line.
+pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); starttime is field 22.
@@ -211,6 +215,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn start_time_is_field_22_even_with_odd_names() {
+        let stat =
+            "4242 (a) b) c) S 1 4242 4242 0 -1 4194560 120 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_proc_stat(stat).map(|s| s.start_time), Some(987_654));
+        assert!(parse_proc_stat("garbage").is_none());
+        let own = proc_stat(nix::unistd::getpid().as_raw()).expect("own stat");
+        assert!(own.start_time > 0);
+    }
+
     use super::*;
 
     #[test]

@@ -122,17 +122,6 @@ impl Runtime {
         let built = self
             .build_container_spec(id, pod, spec, &image, &rootfs)
             .await?;
-        let (spec_copy, rootfs_copy, container_id) =
-            (built.spec.clone(), rootfs.clone(), id.to_owned());
-        tokio::task::spawn_blocking(move || {
-            crate::container_spec::check_executable(&rootfs_copy, &spec_copy).map_err(|source| {
-                RuntimeError::Spec {
-                    id: container_id,
-                    source,
-                }
-            })
-        })
-        .await??;
         write_bundle(id, &bundle, &built.spec).await?;
         let monitor_config = MonitorConfig {
             container_id: id.to_owned(),
@@ -151,16 +140,10 @@ impl Runtime {
                 source,
             })?;
         let user = built.user.clone();
-        let stop_signal = if built.stop_signal.is_empty() {
-            record.stop_signal.clone()
-        } else {
-            built.stop_signal.clone()
-        };
         let persisted = self
             .containers
             .update(&guard, move |record| {
                 record.user = Some(user);
-                record.stop_signal = stop_signal;
                 record.monitor = Some(started.monitor);
                 record.pid = started.container_pid;
                 record.creating = false;
@@ -212,7 +195,7 @@ impl Runtime {
         let inputs = OwnedSpecInputs {
             container_id: id.to_owned(),
             spec: spec.clone(),
-            image: self.image_runtime_config(id, image)?,
+            image: ImageRuntimeConfig::from(&image.config),
             pod: pod.clone(),
             rootfs: rootfs.to_owned(),
             pod_files: PodFilePaths::in_dir(&self.dirs.pod_files_dir(&pod.id)),
@@ -227,31 +210,20 @@ impl Runtime {
             cgroups_path: cgroups_path(pod, id),
         };
         let container_id = id.to_owned();
+        let host = self.host_facts.current();
         tokio::task::spawn_blocking(move || {
             let spec_err = |source| RuntimeError::Spec {
                 id: container_id.clone(),
                 source,
             };
-            let host = HostFacts::probe().map_err(spec_err)?;
-            crate::container_spec::build_spec(&inputs.borrowed(host)).map_err(spec_err)
+            let built =
+                crate::container_spec::build_spec(&inputs.borrowed(host)).map_err(spec_err)?;
+            // As runc at create: a command the container cannot exec fails here.
+            crate::container_spec::check_executable(&inputs.rootfs, &built.spec)
+                .map_err(spec_err)?;
+            Ok(built)
         })
         .await?
-    }
-
-    /// The image config as the registry served it.
-    fn image_runtime_config(
-        &self,
-        id: &str,
-        image: &coracle_image::Image,
-    ) -> Result<ImageRuntimeConfig, RuntimeError> {
-        let bytes = self
-            .images
-            .config_json(&image.id)
-            .ok_or_else(|| RuntimeError::ImageNotFound(image.id.to_string()))?;
-        ImageRuntimeConfig::from_json(&bytes).map_err(|source| RuntimeError::Spec {
-            id: id.to_owned(),
-            source,
-        })
     }
 
     fn pid_namespace_for(

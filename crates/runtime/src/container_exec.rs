@@ -111,12 +111,12 @@ impl Runtime {
                 "container {id} is not running"
             )));
         }
-        let linux = crate::container_spec::linux_resources(&resources).map_err(|source| {
-            RuntimeError::Spec {
+        let linux = crate::container_spec::linux_resources(&resources, &self.host_facts).map_err(
+            |source| RuntimeError::Spec {
                 id: id.to_owned(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let oci_root = self.dirs.oci_root();
         let container_id = id.to_owned();
         let updated = tokio::task::spawn_blocking(move || {

@@ -3,6 +3,7 @@
 //! record) the task moves the record to Exited and wakes whoever waits (StopContainer).
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,8 +41,10 @@ impl ExitWatchers {
     }
 }
 
-/// The CRI reason for an exit.
-pub(crate) fn exit_reason(exit_code: i32, oom_killed: bool) -> &'static str {
+/// The CRI reason of a finished container: `OOMKilled` must be reported for the cgroup
+/// OOM killer's victims (api.proto, ContainerStatus.reason); the other two are what
+/// containerd and CRI-O report.
+pub fn exit_reason(exit_code: i32, oom_killed: bool) -> &'static str {
     if oom_killed {
         "OOMKilled"
     } else if exit_code == 0 {
@@ -116,21 +119,25 @@ pub(crate) async fn record_exit(
 impl Runtime {
     /// Starts the task that records the exit of a container whose monitor runs.
     pub(crate) fn watch_container_exit(&self, id: &str, monitor: ProcessIdentity) {
+        let pidfd = open_monitor_pidfd(monitor).unwrap_or_else(|err| {
+            tracing::warn!(container = %id, error = %err, "pidfd_open on the monitor failed");
+            None
+        });
+        self.watch_monitor_pidfd(id, pidfd);
+    }
+
+    /// Records the exit once `pidfd` (the monitor's) turns readable; at once when
+    /// there is none (the monitor is gone).
+    pub(crate) fn watch_monitor_pidfd(&self, id: &str, pidfd: Option<OwnedFd>) {
         let (sender, receiver) = watch::channel(false);
         self.exits.insert(id, receiver);
         let containers = Arc::clone(&self.containers);
         let monitor_dir = self.dirs.container_dir(id);
         let id = id.to_owned();
         tokio::spawn(async move {
-            match open_monitor_pidfd(monitor) {
-                Ok(Some(pidfd)) => {
-                    if let Err(err) = wait_for_exit(pidfd).await {
-                        tracing::warn!(container = %id, error = %err, "waiting on the monitor's pidfd failed");
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(container = %id, error = %err, "pidfd_open on the monitor failed")
+            if let Some(pidfd) = pidfd {
+                if let Err(err) = wait_for_exit(pidfd).await {
+                    tracing::warn!(container = %id, error = %err, "waiting on the monitor's pidfd failed");
                 }
             }
             record_exit(&containers, &id, monitor_dir).await;

@@ -28,6 +28,7 @@ use model::{ContainerRecord, PodRecord, PodSpec};
 use names::NameRegistry;
 use store::{LoadReport, RecordStore, StoreError};
 
+pub use container_exit::exit_reason;
 pub use lock_file::{LockFile, LockFileError};
 pub use pod_network::NetworkSetup;
 
@@ -111,6 +112,8 @@ pub enum RuntimeError {
         id: String,
         source: container_spec::SpecError,
     },
+    #[error("read what container specs need of this node: {0}")]
+    HostFacts(container_spec::SpecError),
     #[error("write the bundle of container {id}: {source}")]
     Bundle { id: String, source: std::io::Error },
     #[error("monitor of container {id}: {source}")]
@@ -203,6 +206,8 @@ pub struct Runtime {
     images: std::sync::Arc<coracle_image::ImageStore>,
     /// The `coracle-monitor` binary.
     monitor_path: PathBuf,
+    /// What container specs depend on about this node, read once at start.
+    host_facts: container_spec::HostFacts,
     exits: container_exit::ExitWatchers,
     _root_lock: LockFile,
 }
@@ -226,6 +231,7 @@ impl Runtime {
             &dirs.root.join("containers"),
         )?);
         let network = pod_network::Network::open(network, &dirs.root).await?;
+        let host_facts = container_spec::HostFacts::probe().map_err(RuntimeError::HostFacts)?;
         let image_root = dirs.root.join("images");
         let images = tokio::task::spawn_blocking(move || {
             coracle_image::ImageStore::open(&image_root, image_config)
@@ -241,6 +247,7 @@ impl Runtime {
             network,
             images: std::sync::Arc::new(images),
             monitor_path,
+            host_facts,
             exits: container_exit::ExitWatchers::default(),
             _root_lock: root_lock,
         };

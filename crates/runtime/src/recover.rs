@@ -61,17 +61,15 @@ impl Runtime {
             if container.state == ContainerState::Exited {
                 continue;
             }
-            let monitor_alive = container.monitor.is_some_and(|monitor| {
-                matches!(
-                    crate::monitor_client::open_monitor_pidfd(monitor),
-                    Ok(Some(_))
-                )
-            });
-            match container.monitor {
+            let pidfd = container
+                .monitor
+                .and_then(|monitor| crate::monitor_client::open_monitor_pidfd(monitor).ok())
+                .flatten();
+            match pidfd {
+                Some(pidfd) => self.watch_monitor_pidfd(&container.id, Some(pidfd)),
                 // Exits that happened while the daemon was away are recorded before
                 // the first request is served.
-                Some(monitor) if monitor_alive => self.watch_container_exit(&container.id, monitor),
-                _ => {
+                None => {
                     let dir = self.dirs.container_dir(&container.id);
                     crate::container_exit::record_exit(&self.containers, &container.id, dir).await;
                 }

@@ -138,7 +138,9 @@ impl Runtime {
             })
             .await;
         if let Err(err) = marked_ready {
-            // The record does not know the cgroup, so the rollback cannot remove it.
+            // The record knows neither the init nor the cgroup, so the rollback cannot
+            // end or remove them.
+            crate::sandbox_stop::kill_pod_init(init);
             crate::pod_cgroup::remove_pod_cgroup(id, cgroup.as_ref(), created)?;
             return Err(err.into());
         }

@@ -66,9 +66,6 @@ pub enum SpecError {
         mount_point: PathBuf,
         needs: &'static str,
     },
-    /// The image config JSON does not parse.
-    #[error("image config: {0}")]
-    ImageConfig(#[source] serde_json::Error),
     /// A localhost seccomp profile does not parse.
     #[error("seccomp profile {path}: {source}")]
     Seccomp {
@@ -99,10 +96,7 @@ impl SpecError {
 
     /// Whether the request itself is at fault (gRPC InvalidArgument).
     pub fn is_invalid_argument(&self) -> bool {
-        matches!(
-            self,
-            Self::InvalidArgument { .. } | Self::ImageConfig(_) | Self::Seccomp { .. }
-        )
+        matches!(self, Self::InvalidArgument { .. } | Self::Seccomp { .. })
     }
 }
 
@@ -142,6 +136,16 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
+    /// These facts, with the hostname read again (it is the only one that changes
+    /// while the daemon runs).
+    pub fn current(&self) -> Self {
+        let mut facts = self.clone();
+        if let Ok(name) = nix::unistd::gethostname() {
+            facts.hostname = name.to_string_lossy().into_owned();
+        }
+        facts
+    }
+
     /// Reads the facts of this host and process.
     pub fn probe() -> Result<Self, SpecError> {
         Ok(Self {
@@ -178,8 +182,6 @@ pub struct BuiltSpec {
     pub spec: Spec,
     /// uid, gid and groups the process runs with.
     pub user: ResolvedUser,
-    /// The image's STOPSIGNAL as given (a name or number), empty for the default.
-    pub stop_signal: String,
     /// Things the request asked for that were adjusted or ignored, for the log.
     pub warnings: Vec<String>,
 }
@@ -188,10 +190,10 @@ pub struct BuiltSpec {
 /// adjustments made are logged.
 pub fn linux_resources(
     r: &crate::model::ResourcesSpec,
+    host: &HostFacts,
 ) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    let host = HostFacts::probe()?;
     let mut warnings = Vec::new();
-    let resources = resources::build_resources(r, &host, &mut warnings)?;
+    let resources = resources::build_resources(r, host, &mut warnings)?;
     for warning in warnings {
         tracing::warn!("{warning}");
     }
@@ -262,7 +264,6 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<BuiltSpec, SpecError> {
     Ok(BuiltSpec {
         spec: oci,
         user: user.resolved,
-        stop_signal: inputs.image.stop_signal.clone(),
         warnings,
     })
 }
@@ -423,7 +424,6 @@ mod tests {
             cmd: vec!["serve".into()],
             env: vec!["PATH=/usr/bin:/bin".into(), "LANG=C".into()],
             user: "app".into(),
-            stop_signal: "SIGQUIT".into(),
             volumes: vec!["/var/lib/data".into()],
             ..Default::default()
         };
@@ -523,7 +523,6 @@ mod tests {
                 additional_gids: vec![10, 1000]
             }
         );
-        assert_eq!(built.stop_signal, "SIGQUIT");
         assert!(built.warnings.is_empty(), "{:?}", built.warnings);
 
         let root = spec.root().as_ref().unwrap();
