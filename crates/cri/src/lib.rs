@@ -9,6 +9,7 @@ mod container_status;
 pub mod error;
 mod events;
 mod image_service;
+pub mod metrics;
 mod pod_metrics;
 pub mod rpc_log;
 mod runtime_service;
@@ -23,6 +24,7 @@ mod status;
 mod translate;
 pub mod version;
 
+pub use metrics::{Metrics, serve_metrics};
 pub use server::{MAX_MESSAGE_BYTES, ServeError, serve};
 pub use service::{CgroupDriver, CriOptions, CriService};
 pub use socket::{ListenSocket, SocketError, bind};

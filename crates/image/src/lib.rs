@@ -262,6 +262,11 @@ impl ImageStore {
             .then(|| (layout.root.clone(), store::disk_usage(&upper)))
     }
 
+    /// Blob bytes (config and layers) received from registries so far.
+    pub fn blob_bytes(&self) -> u64 {
+        self.inner.client.blob_bytes()
+    }
+
     /// Blob GETs sent so far (config and layers), for tests and metrics.
     pub fn blob_fetches(&self) -> u64 {
         self.inner.client.blob_fetches()

@@ -213,6 +213,18 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Container monitors that are still the processes recorded for them.
+    pub fn monitors_alive(&self) -> usize {
+        self.containers
+            .list()
+            .iter()
+            .filter_map(|c| c.monitor)
+            .filter(|m| coracle_oci::state::process_alive(m.pid, m.start_time))
+            .count()
+    }
+}
+
 async fn read_cgroup(cgroup: ContainerCgroup) -> Result<Option<CgroupStats>, RuntimeError> {
     let stats = tokio::task::spawn_blocking(move || cgroup.stats()).await?;
     Ok(stats
