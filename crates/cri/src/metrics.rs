@@ -1,6 +1,6 @@
 //! The daemon's own Prometheus metrics: per-RPC counts, errors and latency, pods and
 //! containers by state, image pulls (bytes and durations), and the container
-//! monitors alive. Served as Prometheus text on `metrics_address` when the config
+//! monitors alive. Served as OpenMetrics text (what Prometheus scrapes) on `metrics_address` when the config
 //! sets one (off by default); counted always, which costs a few atomic adds per RPC.
 //!
 //! prometheus-client (the Prometheus project's Rust client) does the text format and
@@ -274,7 +274,9 @@ async fn accept_loop(
     }
 }
 
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// prometheus-client writes the OpenMetrics text format (Prometheus's own text format
+/// plus `# EOF` and `_total` naming rules); Prometheus negotiates it by this type.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 fn respond<B>(
     request: &hyper::Request<B>,

@@ -416,7 +416,6 @@ mod tests {
                 .find(|m| m.name == name)
                 .unwrap()
                 .value
-                .clone()
                 .unwrap()
                 .value
         };
