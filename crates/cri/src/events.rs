@@ -60,3 +60,49 @@ fn kind_to_cri(kind: ContainerEventKind) -> v1::ContainerEventType {
         ContainerEventKind::Deleted => v1::ContainerEventType::ContainerDeletedEvent,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: ContainerEventKind) -> Arc<ContainerEvent> {
+        Arc::new(ContainerEvent {
+            kind,
+            container_id: "c1".into(),
+            pod_id: "p1".into(),
+            created_at: 7,
+            pod: None,
+            containers: Vec::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn events_become_cri_responses() {
+        let (sender, receiver) = tokio::sync::broadcast::channel(4);
+        let mut stream = event_stream(receiver);
+        sender.send(event(ContainerEventKind::Stopped)).unwrap();
+        let response = stream.next().await.unwrap().unwrap();
+        assert_eq!(response.container_id, "c1");
+        assert_eq!(response.created_at, 7);
+        assert_eq!(
+            response.container_event_type,
+            v1::ContainerEventType::ContainerStoppedEvent as i32
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_gets_resource_exhausted() {
+        let (sender, receiver) = tokio::sync::broadcast::channel(2);
+        let mut stream = event_stream(receiver);
+        for _ in 0..5 {
+            sender.send(event(ContainerEventKind::Created)).unwrap();
+        }
+        let status = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("3 events behind"),
+            "{}",
+            status.message()
+        );
+    }
+}

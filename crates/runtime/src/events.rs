@@ -99,3 +99,58 @@ impl crate::Runtime {
         self.events.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus() -> (EventBus, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (pods, _) = RecordStore::open(&dir.path().join("pods")).unwrap();
+        let (containers, _) = RecordStore::open(&dir.path().join("containers")).unwrap();
+        (EventBus::new(Arc::new(pods), Arc::new(containers)), dir)
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_event_in_order() {
+        let (bus, _dir) = bus();
+        let mut first = bus.subscribe();
+        let mut second = bus.subscribe();
+        bus.publish(ContainerEventKind::Created, "c1", "p1");
+        bus.publish(ContainerEventKind::Started, "c1", "p1");
+        for receiver in [&mut first, &mut second] {
+            let a = receiver.recv().await.unwrap();
+            let b = receiver.recv().await.unwrap();
+            assert_eq!(
+                (a.kind, b.kind),
+                (ContainerEventKind::Created, ContainerEventKind::Started)
+            );
+            assert_eq!(a.container_id, "c1");
+            assert!(a.pod.is_none(), "no such pod record in this store");
+            assert!(b.created_at >= a.created_at);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_never_reads_does_not_block_publishing_and_is_told_it_lagged() {
+        let (bus, _dir) = bus();
+        let mut stalled = bus.subscribe();
+        // Publishing far past the buffer returns at once: nothing waits for readers.
+        for i in 0..EVENT_BUFFER * 3 {
+            bus.publish(ContainerEventKind::Created, &format!("c{i}"), "p1");
+        }
+        match stalled.recv().await {
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                assert_eq!(missed as usize, EVENT_BUFFER * 2)
+            }
+            other => panic!("expected a lag report, got {other:?}"),
+        }
+        // A new subscriber starts from now, unaffected.
+        let mut fresh = bus.subscribe();
+        bus.publish(ContainerEventKind::Deleted, "c0", "p1");
+        assert_eq!(
+            fresh.recv().await.unwrap().kind,
+            ContainerEventKind::Deleted
+        );
+    }
+}
