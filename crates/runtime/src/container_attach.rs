@@ -29,9 +29,11 @@ impl Runtime {
             Err(err) => return Err(monitor_err(err)),
         };
         let spec = &container.spec;
+        // Then the monitor closes the container's stdin, and the client watches on.
+        let stdin_once_closes_stdin = spec.stdin_once && !spec.tty;
         let rules = SessionRules {
             forward_stdin: spec.stdin,
-            end_with_stdin: !(spec.stdin_once && !spec.tty),
+            end_with_stdin: !stdin_once_closes_stdin,
             end_when_output_fails: true,
         };
         run_session(&socket, io, rules)
