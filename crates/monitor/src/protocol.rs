@@ -10,7 +10,8 @@
 //! [`EXIT_FILE`] ([`ExitRecord`], written atomically before the monitor exits; a monitor
 //! that exits without one died abnormally), [`CONTROL_SOCKET`] (a unix stream socket,
 //! removed when the monitor exits; a client writes one [`ControlRequest`] JSON line and
-//! reads one [`ControlResponse`] line), [`MONITOR_LOG`] (the monitor's own errors), and
+//! reads one [`ControlResponse`] line), [`ATTACH_SOCKET`] (see Attach below; removed
+//! when the monitor exits), [`MONITOR_LOG`] (the monitor's own errors), and
 //! briefly `console.sock` for a tty container. The monitor binds its sockets by
 //! relative name, so a long dir does not hit sun_path's 108 bytes; a client with a long
 //! path can connect through `/proc/self/fd/<fd of the dir>/control.sock`.
