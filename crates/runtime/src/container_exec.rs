@@ -6,8 +6,8 @@ use std::time::Duration;
 use coracle_monitor::protocol::{ControlRequest, ExecConfig, InteractiveExec};
 
 use crate::model::{ContainerState, ResourcesSpec};
-use crate::monitor_client::{EXEC_HELPER_FAILED, ExecOutput, MonitorError};
-use crate::monitor_session::{ExecHelper, SessionRules, run_session, spawn_exec_helper};
+use crate::monitor_client::ExecOutput;
+use crate::monitor_session::run_interactive_exec;
 use crate::streaming_io::StreamIo;
 use crate::{Runtime, RuntimeError};
 
@@ -57,11 +57,27 @@ impl Runtime {
     /// group is killed.
     pub async fn exec_streaming(
         &self,
-        id: &str,
-        command: Vec<String>,
+        container_id: &str,
+        cmd: Vec<String>,
         io: StreamIo,
     ) -> Result<i32, RuntimeError> {
-        self.running_container(id)?;
+        self.running_container(container_id)?;
+        let config = self.interactive_exec_config(container_id, cmd, &io).await?;
+        run_interactive_exec(&self.monitor_path, &config, io)
+            .await
+            .map_err(|source| RuntimeError::Monitor {
+                id: container_id.to_owned(),
+                source,
+            })
+    }
+
+    /// The helper's config for `command` with `io`'s stdin and tty.
+    async fn interactive_exec_config(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        io: &StreamIo,
+    ) -> Result<ExecConfig, RuntimeError> {
         if command.is_empty() {
             return Err(RuntimeError::invalid("cmd", "must not be empty"));
         }
@@ -72,7 +88,7 @@ impl Runtime {
             // As containerd: a terminal gets a TERM.
             set_env(&mut process, "TERM", "xterm");
         }
-        let config = ExecConfig {
+        Ok(ExecConfig {
             container_id: id.to_owned(),
             oci_state_root: self.dirs.oci_root(),
             process,
@@ -81,34 +97,7 @@ impl Runtime {
                 stdin: io.stdin.is_some(),
                 tty: io.tty,
             }),
-        };
-        let monitor_err = |source| RuntimeError::Monitor {
-            id: id.to_owned(),
-            source,
-        };
-        let helper = spawn_exec_helper(&self.monitor_path, &config)
-            .await
-            .map_err(monitor_err)?;
-        let rules = SessionRules {
-            forward_stdin: true,
-            end_with_stdin: false,
-            end_when_output_fails: false,
-        };
-        let session = run_session(&helper.socket, io, rules).await;
-        let ExecHelper {
-            socket,
-            mut child,
-            stderr,
-        } = helper;
-        // After an exit frame the helper is exiting anyway; after a failure this
-        // hangs up, and the helper kills the process.
-        drop(socket);
-        let status = child.wait().await.map_err(|e| monitor_err(e.into()))?;
-        let stderr = stderr.await.unwrap_or_default();
-        match session.map_err(|e| monitor_err(e.into()))? {
-            Some(code) => Ok(code),
-            None => helper_exit_code(status, &stderr).map_err(monitor_err),
-        }
+        })
     }
 
     /// The `process` object of the container's spec, as JSON.
@@ -188,18 +177,6 @@ impl Runtime {
     }
 }
 
-/// The exit code of an interactive exec whose helper closed without an exit frame:
-/// its own exit status, unless that says it never started the process.
-fn helper_exit_code(status: std::process::ExitStatus, stderr: &[u8]) -> Result<i32, MonitorError> {
-    let code = crate::monitor_client::exit_code_of(status);
-    if code == EXEC_HELPER_FAILED {
-        if let Some(message) = crate::monitor_client::helper_failure(stderr) {
-            return Err(MonitorError::CreateFailed(message));
-        }
-    }
-    Ok(code)
-}
-
 /// Set `name=value` in a process's `env`, replacing an earlier value.
 fn set_env(process: &mut serde_json::Value, name: &str, value: &str) {
     let entry = format!("{name}={value}");
@@ -228,15 +205,5 @@ mod tests {
         let mut bare = serde_json::json!({"args": ["sh"]});
         set_env(&mut bare, "TERM", "xterm");
         assert_eq!(bare["env"], serde_json::json!(["TERM=xterm"]));
-    }
-
-    #[test]
-    fn a_helper_that_could_not_start_is_an_error_not_an_exit_code() {
-        use std::os::unix::process::ExitStatusExt;
-        let failed = std::process::ExitStatus::from_raw(255 << 8);
-        assert!(helper_exit_code(failed, b"coracle-monitor: exec: no such file\n").is_err());
-        assert_eq!(helper_exit_code(failed, b"").ok(), Some(255));
-        let killed = std::process::ExitStatus::from_raw(9);
-        assert_eq!(helper_exit_code(killed, b"").ok(), Some(137));
     }
 }

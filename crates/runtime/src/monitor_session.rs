@@ -17,7 +17,7 @@ use nix::sys::socket::{
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::monitor_client::MonitorError;
+use crate::monitor_client::{EXEC_HELPER_FAILED, MonitorError, exit_code_of, helper_failure};
 use crate::streaming_io::{StreamIo, TerminalSize};
 
 /// How long a connect may wait for the monitor to make room in its accept queue.
@@ -118,20 +118,17 @@ pub(crate) async fn connect_attach(monitor_dir: &Path) -> Result<FrameSocket, Mo
 }
 
 /// A running `coracle-monitor exec` in interactive mode.
-pub(crate) struct ExecHelper {
-    pub socket: FrameSocket,
-    pub child: tokio::process::Child,
+struct ExecHelper {
+    socket: FrameSocket,
+    child: tokio::process::Child,
     /// What the helper wrote on stderr, once it exited.
-    pub stderr: tokio::task::JoinHandle<Vec<u8>>,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
 }
 
 /// Spawn the interactive exec helper: the config on its stdin, one end of a
 /// seqpacket pair as its stdout. Dropping the returned socket is a hangup: the
 /// helper then kills the process and exits (and tokio reaps it).
-pub(crate) async fn spawn_exec_helper(
-    binary: &Path,
-    config: &ExecConfig,
-) -> Result<ExecHelper, MonitorError> {
+async fn spawn_exec_helper(binary: &Path, config: &ExecConfig) -> Result<ExecHelper, MonitorError> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -170,6 +167,48 @@ pub(crate) async fn spawn_exec_helper(
         child,
         stderr,
     })
+}
+
+/// Run an interactive exec to its end: the helper, then the session with `io`, then
+/// the exit code (the exit frame's, else the helper's own status).
+pub(crate) async fn run_interactive_exec(
+    binary: &Path,
+    config: &ExecConfig,
+    io: StreamIo,
+) -> Result<i32, MonitorError> {
+    let helper = spawn_exec_helper(binary, config).await?;
+    let rules = SessionRules {
+        forward_stdin: true,
+        end_with_stdin: false,
+        end_when_output_fails: false,
+    };
+    let session = run_session(&helper.socket, io, rules).await;
+    let ExecHelper {
+        socket,
+        mut child,
+        stderr,
+    } = helper;
+    // After an exit frame the helper is exiting anyway; after a failure this hangs
+    // up, and the helper kills the process.
+    drop(socket);
+    let status = child.wait().await?;
+    let stderr = stderr.await.unwrap_or_default();
+    match session? {
+        Some(code) => Ok(code),
+        None => helper_exit_code(status, &stderr),
+    }
+}
+
+/// The exit code of an interactive exec whose helper closed without an exit frame:
+/// its own exit status, unless that says it never started the process.
+fn helper_exit_code(status: std::process::ExitStatus, stderr: &[u8]) -> Result<i32, MonitorError> {
+    let code = exit_code_of(status);
+    if code == EXEC_HELPER_FAILED {
+        if let Some(message) = helper_failure(stderr) {
+            return Err(MonitorError::CreateFailed(message));
+        }
+    }
+    Ok(code)
 }
 
 /// Read to EOF, keeping the first `cap` bytes.
@@ -496,5 +535,16 @@ mod tests {
         drop(monitor);
         let ended = run_session(&ours, io, no_stdin).await;
         assert_eq!(ended.expect("session"), None);
+    }
+
+    #[test]
+    fn a_helper_that_could_not_start_is_an_error_not_an_exit_code() {
+        use std::os::unix::process::ExitStatusExt;
+        let failed = std::process::ExitStatus::from_raw(255 << 8);
+        let message = b"coracle-monitor: exec: no such file\n";
+        assert!(helper_exit_code(failed, message).is_err());
+        assert_eq!(helper_exit_code(failed, b"").ok(), Some(255));
+        let killed = std::process::ExitStatus::from_raw(9);
+        assert_eq!(helper_exit_code(killed, b"").ok(), Some(137));
     }
 }
