@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use coracle_monitor::protocol::{ATTACH_BACKLOG, Frame};
 use nix::poll::PollFlags;
 
-pub use crate::container_input::ContainerInput;
+use crate::container_input::ContainerInput;
 use crate::seqpacket::{self, Received, Sent};
 
 /// Clients served at once; one more is turned away (its connection closed at once).

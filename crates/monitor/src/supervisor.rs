@@ -14,8 +14,9 @@ use coracle_monitor::protocol::{
 use coracle_oci::{Container, CreateOptions};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::attach::{AttachServer, ContainerInput};
+use crate::attach::AttachServer;
 use crate::child_reaper::{InitExit, Reaper};
+use crate::container_input::ContainerInput;
 use crate::control::{ControlServer, Handler};
 use crate::cri_log::{CriLog, LineSplitter, StreamKind};
 use crate::error::{MonitorError, chain, io_err, sys_err};
@@ -122,15 +123,9 @@ fn setup(cfg: &MonitorConfig) -> Result<Monitor, MonitorError> {
         "open log",
         cfg.log_path.as_deref().unwrap_or(Path::new("")),
     ))?;
-    let control = ControlServer::bind(Path::new(CONTROL_SOCKET))
-        .map_err(io_err("bind control socket", &dir.join(CONTROL_SOCKET)))?;
-    let attach = AttachServer::bind(Path::new(ATTACH_SOCKET));
-    let attach = attach.map_err(io_err("bind attach socket", &dir.join(ATTACH_SOCKET)));
-    let created = attach.and_then(|attach| {
-        let io = stdio::prepare(cfg.tty, cfg.stdin)?;
-        create(cfg, io).map(|created| (attach, created))
-    });
-    let (attach, (init_pid, reaper, streams)) = match created {
+    let (control, attach) = bind_sockets(&dir)?;
+    let created = stdio::prepare(cfg.tty, cfg.stdin).and_then(|io| create(cfg, io));
+    let (init_pid, reaper, streams) = match created {
         Ok(v) => v,
         Err(e) => {
             remove_sockets();
@@ -161,6 +156,19 @@ fn setup(cfg: &MonitorConfig) -> Result<Monitor, MonitorError> {
         input: ContainerInput::new(stdin, pty_master, cfg.stdin_once),
         dir,
     })
+}
+
+/// The control and attach sockets, by relative name in the monitor dir (the cwd).
+fn bind_sockets(dir: &Path) -> Result<(ControlServer, AttachServer), MonitorError> {
+    let control = ControlServer::bind(Path::new(CONTROL_SOCKET))
+        .map_err(io_err("bind control socket", &dir.join(CONTROL_SOCKET)))?;
+    match AttachServer::bind(Path::new(ATTACH_SOCKET)) {
+        Ok(attach) => Ok((control, attach)),
+        Err(e) => {
+            remove_sockets();
+            Err(io_err("bind attach socket", &dir.join(ATTACH_SOCKET))(e))
+        }
+    }
 }
 
 fn remove_sockets() {
