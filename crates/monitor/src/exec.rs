@@ -1,6 +1,6 @@
 //! `coracle-monitor exec` (ExecSync): run one process in a running container with the
 //! helper's stdout and stderr and /dev/null as stdin, wait for it with a deadline, exit
-//! with its code.
+//! with its code. An interactive exec (CRI `Exec`) goes on in `exec_session`.
 //!
 //! The process leads a process group of its own (`ExecOptions::new_process_group`,
 //! set in the child before execve), so at the deadline the whole group is killed.
@@ -33,27 +33,48 @@ pub const START_FAILED: i32 = 255;
 pub const TIMED_OUT: i32 = 137;
 
 pub fn main() -> i32 {
-    match start() {
-        Ok((pid, timeout)) => wait(pid, timeout),
-        Err(message) => {
-            let _ = writeln!(std::io::stderr(), "coracle-monitor: exec: {message}");
-            START_FAILED
-        }
+    let outcome = read_config().and_then(|cfg| match cfg.interactive {
+        Some(mode) => crate::exec_session::start(cfg, mode).map(Outcome::Session),
+        None => start(cfg).map(|(pid, timeout)| Outcome::Sync(pid, timeout)),
+    });
+    match outcome {
+        Ok(Outcome::Sync(pid, timeout)) => wait(pid, timeout),
+        Ok(Outcome::Session(session)) => session.run(),
+        Err(message) => start_failed(&message),
     }
 }
 
-fn start() -> Result<(i32, Option<Duration>), String> {
+enum Outcome {
+    Sync(i32, Option<Duration>),
+    Session(crate::exec_session::Session),
+}
+
+/// Say why the process could not be started; the helper's exit code for that.
+pub fn start_failed(message: &str) -> i32 {
+    let _ = writeln!(std::io::stderr(), "coracle-monitor: exec: {message}");
+    START_FAILED
+}
+
+fn read_config() -> Result<ExecConfig, String> {
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
     let mut bytes = Vec::new();
     std::io::stdin()
         .read_to_end(&mut bytes)
         .map_err(|e| format!("read config from stdin: {e}"))?;
-    let cfg: ExecConfig =
-        serde_json::from_slice(&bytes).map_err(|e| format!("parse config from stdin: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("parse config from stdin: {e}"))
+}
+
+/// The process to run and the container to run it in.
+pub fn load(cfg: &ExecConfig) -> Result<(oci_spec::runtime::Process, Container), String> {
     let process: oci_spec::runtime::Process =
-        serde_json::from_value(cfg.process).map_err(|e| format!("parse process: {e}"))?;
+        serde_json::from_value(cfg.process.clone()).map_err(|e| format!("parse process: {e}"))?;
     let container =
         Container::load(&cfg.oci_state_root, &cfg.container_id).map_err(|e| chain(&e))?;
+    Ok((process, container))
+}
+
+fn start(cfg: ExecConfig) -> Result<(i32, Option<Duration>), String> {
+    let (process, container) = load(&cfg)?;
     let stdio = stdio().map_err(|e| format!("stdio: {e}"))?;
     let opts = ExecOptions {
         stdio,

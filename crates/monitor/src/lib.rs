@@ -7,8 +7,10 @@
 //! This library holds the protocol between the daemon and the monitor binary; the
 //! binary's own modules live beside `main.rs`, one per responsibility (conmon-rs's
 //! layout): `spawn` (the double fork and handshake relay), `supervisor` (setup and the
-//! poll loop), `stdio` (pipes, console socket), `cri_log`, `control`, `child_reaper`,
-//! `exit_file`, `exec` (ExecSync), `timestamp`, `sys`.
+//! poll loop), `stdio` (pipes, console socket), `cri_log`, `control`, `attach` (the
+//! attach socket's clients), `container_input` (stdin and pty of a container or exec),
+//! `seqpacket`, `child_reaper`, `exit_file`, `exec` (ExecSync), `exec_session`
+//! (interactive exec), `timestamp`, `sys`.
 //!
 //! Memory: one monitor runs per container, so it is single-threaded, has no async
 //! runtime, is linked position-dependent (see `build.rs`) and drops the code pages

@@ -9,13 +9,17 @@
 //! Single-threaded, no async runtime: one of these runs per container for its whole
 //! life, so its size is the node's cost per container.
 
+mod attach;
 mod child_reaper;
+mod container_input;
 mod control;
 mod cri_log;
 mod error;
 mod exec;
+mod exec_session;
 mod exit_file;
 mod pod_init;
+mod seqpacket;
 mod spawn;
 mod stdio;
 mod supervisor;

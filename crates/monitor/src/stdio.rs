@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -38,13 +38,25 @@ pub struct ContainerIo {
     console: Option<UnixListener>,
     outputs: Vec<Output>,
     stdin_writer: Option<OwnedFd>,
+    keep_stdin: bool,
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), MonitorError> {
+/// The monitor's ends of the container's streams, once it is created.
+pub struct Streams {
+    /// What to read: stdout and stderr pipes, or the pty master.
+    pub outputs: Vec<Output>,
+    /// Where attach input goes (non-blocking): the stdin pipe's write end, or the pty
+    /// master; `None` when the container has no stdin.
+    pub stdin: Option<File>,
+    /// The pty master, for window size changes.
+    pub pty_master: Option<File>,
+}
+
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), MonitorError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2"))
 }
 
-fn set_nonblocking(fd: &impl std::os::fd::AsFd) -> Result<(), MonitorError> {
+pub fn set_nonblocking(fd: &impl std::os::fd::AsFd) -> Result<(), MonitorError> {
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(sys_err("fcntl F_GETFL"))?;
     let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
     fcntl(fd, FcntlArg::F_SETFL(flags))
@@ -52,7 +64,7 @@ fn set_nonblocking(fd: &impl std::os::fd::AsFd) -> Result<(), MonitorError> {
         .map_err(sys_err("fcntl F_SETFL"))
 }
 
-fn dev_null() -> Result<OwnedFd, MonitorError> {
+pub fn dev_null() -> Result<OwnedFd, MonitorError> {
     File::open("/dev/null")
         .map(OwnedFd::from)
         .map_err(io_err("open", Path::new("/dev/null")))
@@ -77,10 +89,12 @@ pub fn prepare(tty: bool, keep_stdin: bool) -> Result<ContainerIo, MonitorError>
             console: Some(listener),
             outputs: Vec::new(),
             stdin_writer: None,
+            keep_stdin,
         });
     }
     let (stdin_r, stdin_writer) = if keep_stdin {
         let (r, w) = pipe()?;
+        set_nonblocking(&w)?;
         (r, Some(w))
     } else {
         (dev_null()?, None)
@@ -106,25 +120,40 @@ pub fn prepare(tty: bool, keep_stdin: bool) -> Result<ContainerIo, MonitorError>
             },
         ],
         stdin_writer,
+        keep_stdin,
     })
 }
 
 impl ContainerIo {
     /// After a successful create: take the pty master from the console socket (the
-    /// init sent it before reporting ready), remove the socket. Returns the streams to
-    /// read and the stdin write end to keep.
-    pub fn finish(mut self) -> Result<(Vec<Output>, Option<OwnedFd>), MonitorError> {
+    /// init sent it before reporting ready), remove the socket.
+    pub fn finish(mut self) -> Result<Streams, MonitorError> {
+        let mut streams = Streams {
+            outputs: std::mem::take(&mut self.outputs),
+            stdin: self.stdin_writer.take().map(File::from),
+            pty_master: None,
+        };
         if let Some(listener) = self.console.take() {
             let _ = std::fs::remove_file(CONSOLE_SOCKET);
-            let master = receive_pty_master(&listener)?;
+            let master = accept_pty_master(&listener)?;
             set_nonblocking(&master)?;
-            self.outputs.push(Output {
+            let master = File::from(master);
+            let dup = |what| {
+                master
+                    .try_clone()
+                    .map_err(io_err(what, Path::new(CONSOLE_SOCKET)))
+            };
+            if self.keep_stdin {
+                streams.stdin = Some(dup("dup the pty master for stdin")?);
+            }
+            streams.pty_master = Some(dup("dup the pty master for resize")?);
+            streams.outputs.push(Output {
                 kind: StreamKind::Stdout,
-                file: master.into(),
+                file: master,
                 pty: true,
             });
         }
-        Ok((self.outputs, self.stdin_writer))
+        Ok(streams)
     }
 
     /// After a failed create.
@@ -135,7 +164,7 @@ impl ContainerIo {
     }
 }
 
-fn receive_pty_master(listener: &UnixListener) -> Result<OwnedFd, MonitorError> {
+fn accept_pty_master(listener: &UnixListener) -> Result<OwnedFd, MonitorError> {
     let path = Path::new(CONSOLE_SOCKET);
     let (conn, _) = listener.accept().map_err(|e| {
         if e.kind() == ErrorKind::WouldBlock {
@@ -146,13 +175,19 @@ fn receive_pty_master(listener: &UnixListener) -> Result<OwnedFd, MonitorError> 
             io_err("accept on console socket", path)(e)
         }
     })?;
-    // The init sent the master before create returned: no waiting.
+    receive_pty_master(&conn)
+}
+
+/// The pty master a process sent on the console connection `conn` (already there:
+/// the process sends it before its execve, which the executor waits for).
+pub fn receive_pty_master(conn: &impl AsFd) -> Result<OwnedFd, MonitorError> {
+    // Already queued: no waiting.
     let mut payload = [0u8; 64];
     let mut iov = [IoSliceMut::new(&mut payload)];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let msg = loop {
         match recvmsg::<()>(
-            conn.as_raw_fd(),
+            conn.as_fd().as_raw_fd(),
             &mut iov,
             Some(&mut cmsg),
             MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,

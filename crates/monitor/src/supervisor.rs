@@ -8,17 +8,19 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use coracle_monitor::protocol::{
-    CONTROL_SOCKET, ControlRequest, ControlResponse, ExitRecord, Handshake, MONITOR_LOG,
-    MonitorConfig,
+    ATTACH_SOCKET, CONTROL_SOCKET, ControlRequest, ControlResponse, ExitRecord, Handshake,
+    MAX_FRAME, MONITOR_LOG, MonitorConfig,
 };
 use coracle_oci::{Container, CreateOptions};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::attach::AttachServer;
 use crate::child_reaper::{InitExit, Reaper};
+use crate::container_input::ContainerInput;
 use crate::control::{ControlServer, Handler};
-use crate::cri_log::{CriLog, LineSplitter};
+use crate::cri_log::{CriLog, LineSplitter, StreamKind};
 use crate::error::{MonitorError, chain, io_err, sys_err};
-use crate::stdio::{self, Output};
+use crate::stdio::{self, Output, Streams};
 use crate::{exit_file, sys};
 
 /// Output read per stream after the init exited: enough for anything buffered in a
@@ -31,8 +33,8 @@ const DRAIN_LIMIT: usize = 4 << 20;
 /// queue, not synchronously as a pipe's does. EIO (no slave left) ends it earlier.
 const PTY_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Bytes read per read(2).
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read per read(2): one attach frame's payload, read in after its kind byte.
+const READ_CHUNK: usize = MAX_FRAME - 1;
 
 /// Run the monitor; `handshake` is where the one handshake line goes. Never returns.
 pub fn main(cfg: MonitorConfig, handshake: OwnedFd) -> ! {
@@ -77,8 +79,9 @@ struct Monitor {
     streams: Vec<Stream>,
     log: CriLog,
     control: ControlServer,
-    /// The container's stdin stays open while we hold this (attach writes here).
-    _stdin: Option<OwnedFd>,
+    attach: AttachServer,
+    /// The container's stdin (kept open while we hold it) and pty, for attach.
+    input: ContainerInput,
     dir: PathBuf,
 }
 
@@ -120,17 +123,20 @@ fn setup(cfg: &MonitorConfig) -> Result<Monitor, MonitorError> {
         "open log",
         cfg.log_path.as_deref().unwrap_or(Path::new("")),
     ))?;
-    let control = ControlServer::bind(Path::new(CONTROL_SOCKET))
-        .map_err(io_err("bind control socket", &dir.join(CONTROL_SOCKET)))?;
-    let io = stdio::prepare(cfg.tty, cfg.stdin)?;
-    let container = create(cfg, io);
-    let (init_pid, reaper, outputs, stdin) = match container {
+    let (control, attach) = bind_sockets(&dir)?;
+    let created = stdio::prepare(cfg.tty, cfg.stdin).and_then(|io| create(cfg, io));
+    let (init_pid, reaper, streams) = match created {
         Ok(v) => v,
         Err(e) => {
-            let _ = std::fs::remove_file(CONTROL_SOCKET);
+            remove_sockets();
             return Err(e);
         }
     };
+    let Streams {
+        outputs,
+        stdin,
+        pty_master,
+    } = streams;
     sys::trim_heap();
     sys::release_startup_code();
     Ok(Monitor {
@@ -146,12 +152,31 @@ fn setup(cfg: &MonitorConfig) -> Result<Monitor, MonitorError> {
             .collect(),
         log,
         control,
-        _stdin: stdin,
+        attach,
+        input: ContainerInput::new(stdin, pty_master, cfg.stdin_once),
         dir,
     })
 }
 
-type Created = (i32, Reaper, Vec<Output>, Option<OwnedFd>);
+/// The control and attach sockets, by relative name in the monitor dir (the cwd).
+fn bind_sockets(dir: &Path) -> Result<(ControlServer, AttachServer), MonitorError> {
+    let control = ControlServer::bind(Path::new(CONTROL_SOCKET))
+        .map_err(io_err("bind control socket", &dir.join(CONTROL_SOCKET)))?;
+    match AttachServer::bind(Path::new(ATTACH_SOCKET)) {
+        Ok(attach) => Ok((control, attach)),
+        Err(e) => {
+            remove_sockets();
+            Err(io_err("bind attach socket", &dir.join(ATTACH_SOCKET))(e))
+        }
+    }
+}
+
+fn remove_sockets() {
+    let _ = std::fs::remove_file(CONTROL_SOCKET);
+    let _ = std::fs::remove_file(ATTACH_SOCKET);
+}
+
+type Created = (i32, Reaper, Streams);
 
 /// `Container::create` with our stdio, then what the event loop needs of it. On any
 /// failure after create the container is deleted: the daemon will never hear of it.
@@ -172,9 +197,10 @@ fn create(cfg: &MonitorConfig, mut io: stdio::ContainerIo) -> Result<Created, Mo
         }
     };
     let pid = container.pid();
-    let finished = io.finish().and_then(|(outputs, stdin)| {
+    let finished = io.finish().and_then(|streams| {
         let reaper = Reaper::new(pid).map_err(sys_err("signalfd for SIGCHLD"))?;
-        Ok((pid, reaper, outputs, stdin))
+        sys::block_sigpipe().map_err(sys_err("block SIGPIPE"))?;
+        Ok((pid, reaper, streams))
     });
     match finished {
         Ok(created) => Ok(created),
@@ -218,6 +244,10 @@ enum Slot {
     Listener,
     Stream(usize),
     Conn(usize),
+    AttachListener,
+    AttachClient(usize),
+    /// The container's stdin has room again.
+    Stdin,
 }
 
 impl Monitor {
@@ -225,7 +255,7 @@ impl Monitor {
     fn run(&mut self, cfg: &MonitorConfig) -> i32 {
         // SIGCHLDs before the signalfd existed are not queued on it: look once.
         let mut exit = self.reaper.reap();
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = vec![0u8; MAX_FRAME];
         while exit.is_none() {
             let ready = match self.wait() {
                 Ok(r) => r,
@@ -235,9 +265,10 @@ impl Monitor {
                     continue;
                 }
             };
-            // Connections close as they are served: walk them back to front so the
-            // indices of the ones not served yet stay valid.
-            for slot in ready.into_iter().rev() {
+            // Control connections close as they are served: walk them back to front
+            // so the indices of the ones not served yet stay valid. Attach clients are
+            // only marked closed, and removed after the round.
+            for (slot, revents) in ready.into_iter().rev() {
                 match slot {
                     Slot::Reaper => exit = exit.or(self.reaper.reap()),
                     Slot::Listener => self.control.accept(),
@@ -247,8 +278,14 @@ impl Monitor {
                     Slot::Conn(i) => {
                         self.control.serve(i, &mut self.log);
                     }
+                    Slot::AttachListener => self.attach.accept(),
+                    Slot::AttachClient(i) => {
+                        self.attach.serve(i, revents, &mut self.input, &mut buf);
+                    }
+                    Slot::Stdin => self.input.flush(),
                 }
             }
+            self.attach.remove_closed();
         }
         let exit = exit.unwrap_or(InitExit {
             code: 255,
@@ -269,7 +306,8 @@ impl Monitor {
             finished_at: exit.finished_at,
             oom_killed: oom_killed(cfg),
         };
-        let _ = std::fs::remove_file(self.dir.join(CONTROL_SOCKET));
+        remove_sockets();
+        self.attach.finish(exit.code);
         match exit_file::write(&self.dir, &record) {
             Ok(()) => 0,
             Err(e) => {
@@ -280,11 +318,12 @@ impl Monitor {
     }
 
     /// Poll every fd; returns the slots that are ready.
-    fn wait(&self) -> nix::Result<Vec<Slot>> {
-        let mut slots = vec![Slot::Reaper, Slot::Listener];
+    fn wait(&self) -> nix::Result<Vec<(Slot, PollFlags)>> {
+        let mut slots = vec![Slot::Reaper, Slot::Listener, Slot::AttachListener];
         let mut fds = vec![
             PollFd::new(self.reaper.fd(), PollFlags::POLLIN),
             PollFd::new(self.control.listener_fd(), PollFlags::POLLIN),
+            PollFd::new(self.attach.listener_fd(), PollFlags::POLLIN),
         ];
         for (i, s) in self.streams.iter().enumerate().filter(|(_, s)| s.open) {
             slots.push(Slot::Stream(i));
@@ -293,6 +332,14 @@ impl Monitor {
         for (i, fd) in self.control.conn_fds().enumerate() {
             slots.push(Slot::Conn(i));
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        for (i, fd, events) in self.attach.polls(self.input.blocked()) {
+            slots.push(Slot::AttachClient(i));
+            fds.push(PollFd::new(fd, events));
+        }
+        if let Some(fd) = self.input.blocked_fd() {
+            slots.push(Slot::Stdin);
+            fds.push(PollFd::new(fd, PollFlags::POLLOUT));
         }
         loop {
             match poll(&mut fds, PollTimeout::NONE) {
@@ -304,8 +351,7 @@ impl Monitor {
         Ok(fds
             .iter()
             .zip(slots)
-            .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(_, slot)| slot)
+            .filter_map(|(fd, slot)| fd.revents().filter(|r| !r.is_empty()).map(|r| (slot, r)))
             .collect())
     }
 
@@ -332,15 +378,19 @@ impl Monitor {
     }
 
     /// Read stream `i` until it would block, ends, or `limit` bytes were read; log it.
+    /// `buf` holds a frame: the output is read in after the kind byte, so attach
+    /// clients get it without a copy.
     fn read_stream(&mut self, i: usize, buf: &mut [u8], limit: usize) -> usize {
         let s = &mut self.streams[i];
         let mut total = 0;
+        buf[0] = frame_kind(s.out.kind);
         while s.open && total < limit {
-            match s.out.file.read(buf) {
+            match s.out.file.read(&mut buf[1..]) {
                 Ok(0) => s.open = false,
                 Ok(n) => {
                     total += n;
-                    self.log.write(s.out.kind, &mut s.lines, &buf[..n]);
+                    self.log.write(s.out.kind, &mut s.lines, &buf[1..=n]);
+                    self.attach.broadcast(&buf[..=n]);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -357,6 +407,13 @@ impl Monitor {
             self.log.finish(s.out.kind, &mut s.lines);
         }
         total
+    }
+}
+
+fn frame_kind(kind: StreamKind) -> u8 {
+    match kind {
+        StreamKind::Stdout => coracle_monitor::protocol::frame_kind::STDOUT,
+        StreamKind::Stderr => coracle_monitor::protocol::frame_kind::STDERR,
     }
 }
 

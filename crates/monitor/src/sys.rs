@@ -1,7 +1,7 @@
 //! The few raw calls the monitor makes outside `nix`, each wrapped once.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Rust starts every program with SIGPIPE ignored, and an ignored signal stays ignored
 /// across execve: the container process (and an exec'd one) would inherit it and,
@@ -15,6 +15,33 @@ pub fn default_sigpipe() {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
+}
+
+/// Block SIGPIPE, after the container (or exec'd process) was forked: a write to a
+/// container's stdin whose reader is gone must fail with EPIPE, not kill the monitor
+/// (SIGPIPE's default action, kept for what we fork). Socket writes use MSG_NOSIGNAL.
+pub fn block_sigpipe() -> nix::Result<()> {
+    let mut mask = nix::sys::signal::SigSet::empty();
+    mask.add(nix::sys::signal::Signal::SIGPIPE);
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&mask), None)
+}
+
+/// Set the window size of the pty whose master is `master` (TIOCSWINSZ); the kernel
+/// sends SIGWINCH to the terminal's foreground process group.
+pub fn set_window_size(master: BorrowedFd<'_>, width: u16, height: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which points at a live
+    // local; the fd is borrowed, so open for the call.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Give freed heap back to the kernel (after `create`, whose spec parsing and fork

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use coracle_monitor::protocol::{ControlRequest, ExecConfig};
+use coracle_monitor::protocol::{ControlRequest, ExecConfig, InteractiveExec};
 
 use crate::model::{ContainerState, ResourcesSpec};
 use crate::monitor_client::ExecOutput;
+use crate::monitor_session::run_interactive_exec;
+use crate::streaming_io::StreamIo;
 use crate::{Runtime, RuntimeError};
 
 impl Runtime {
@@ -18,12 +20,7 @@ impl Runtime {
         command: Vec<String>,
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        let container = self.existing_container(id)?;
-        if container.state != ContainerState::Running {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {id} is not running"
-            )));
-        }
+        self.running_container(id)?;
         if command.is_empty() {
             return Err(RuntimeError::invalid("cmd", "must not be empty"));
         }
@@ -36,6 +33,7 @@ impl Runtime {
             process,
             timeout_ms: (!timeout.is_zero())
                 .then(|| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            interactive: None,
         };
         let output = crate::monitor_client::exec_sync(&self.monitor_path, &config)
             .await
@@ -51,6 +49,55 @@ impl Runtime {
             });
         }
         Ok(output)
+    }
+
+    /// Runs `command` in the container with the client's streams (CRI `Exec`): pipes,
+    /// or a pty when `io.tty`, resized by `io.resize`. No deadline. Returns the exit
+    /// code (128 + signal when killed). Dropping the future hangs up: the process
+    /// group is killed.
+    pub async fn exec_streaming(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        io: StreamIo,
+    ) -> Result<i32, RuntimeError> {
+        self.running_container(container_id)?;
+        let config = self.interactive_exec_config(container_id, cmd, &io).await?;
+        run_interactive_exec(&self.monitor_path, &config, io)
+            .await
+            .map_err(|source| RuntimeError::Monitor {
+                id: container_id.to_owned(),
+                source,
+            })
+    }
+
+    /// The helper's config for `command` with `io`'s stdin and tty.
+    async fn interactive_exec_config(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        io: &StreamIo,
+    ) -> Result<ExecConfig, RuntimeError> {
+        if command.is_empty() {
+            return Err(RuntimeError::invalid("cmd", "must not be empty"));
+        }
+        let mut process = self.container_process(id).await?;
+        process["args"] = serde_json::json!(command);
+        process["terminal"] = serde_json::json!(io.tty);
+        if io.tty {
+            // As containerd: a terminal gets a TERM.
+            set_env(&mut process, "TERM", "xterm");
+        }
+        Ok(ExecConfig {
+            container_id: id.to_owned(),
+            oci_state_root: self.dirs.oci_root(),
+            process,
+            timeout_ms: None,
+            interactive: Some(InteractiveExec {
+                stdin: io.stdin.is_some(),
+                tty: io.tty,
+            }),
+        })
     }
 
     /// The `process` object of the container's spec, as JSON.
@@ -81,12 +128,7 @@ impl Runtime {
 
     /// Has the monitor reopen the log file (after kubelet rotated it).
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
-        let container = self.existing_container(id)?;
-        if container.state != ContainerState::Running {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {id} is not running"
-            )));
-        }
+        self.running_container(id)?;
         crate::monitor_client::control(&self.dirs.container_dir(id), &ControlRequest::ReopenLog)
             .await
             .map_err(|source| RuntimeError::Monitor {
@@ -132,5 +174,36 @@ impl Runtime {
             .update(&guard, move |record| record.spec.resources = resources)
             .await?;
         Ok(())
+    }
+}
+
+/// Set `name=value` in a process's `env`, replacing an earlier value.
+fn set_env(process: &mut serde_json::Value, name: &str, value: &str) {
+    let entry = format!("{name}={value}");
+    let prefix = format!("{name}=");
+    let mut env: Vec<String> = process
+        .get("env")
+        .and_then(|e| serde_json::from_value(e.clone()).ok())
+        .unwrap_or_default();
+    env.retain(|e| !e.starts_with(&prefix));
+    env.push(entry);
+    process["env"] = serde_json::json!(env);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_env_replaces_or_adds() {
+        let mut p = serde_json::json!({"env": ["PATH=/bin", "TERM=vt100", "TERMINAL=x"]});
+        set_env(&mut p, "TERM", "xterm");
+        assert_eq!(
+            p["env"],
+            serde_json::json!(["PATH=/bin", "TERMINAL=x", "TERM=xterm"])
+        );
+        let mut bare = serde_json::json!({"args": ["sh"]});
+        set_env(&mut bare, "TERM", "xterm");
+        assert_eq!(bare["env"], serde_json::json!(["TERM=xterm"]));
     }
 }

@@ -54,6 +54,21 @@ impl Runtime {
         })
     }
 
+    /// The record of a running container: NotFound, or FailedPrecondition when it is
+    /// not running.
+    pub(crate) fn running_container(
+        &self,
+        id: &str,
+    ) -> Result<std::sync::Arc<crate::model::ContainerRecord>, RuntimeError> {
+        let container = self.existing_container(id)?;
+        if container.state != ContainerState::Running {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        Ok(container)
+    }
+
     /// The record of a container that CreateContainer has finished making.
     pub fn existing_container(
         &self,

@@ -1,6 +1,7 @@
 //! Pods and containers: lifecycle, the persisted store, name reservation, and the
 //! locks that keep one daemon per root directory.
 
+mod container_attach;
 mod container_create;
 mod container_exec;
 mod container_exit;
@@ -12,17 +13,20 @@ pub mod events;
 pub mod lock_file;
 pub mod model;
 pub mod monitor_client;
+mod monitor_session;
 pub mod names;
 mod pod_cgroup;
 pub mod pod_files;
 mod pod_network;
 mod pod_shm;
 mod recover;
+mod sandbox_port_forward;
 mod sandbox_remove;
 mod sandbox_run;
 pub(crate) mod sandbox_stop;
 pub mod stats;
 pub mod store;
+mod streaming_io;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +37,7 @@ use store::{LoadReport, RecordStore, StoreError};
 pub use container_exit::exit_reason;
 pub use lock_file::{LockFile, LockFileError};
 pub use pod_network::NetworkSetup;
+pub use streaming_io::{StreamIo, TerminalSize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -133,6 +138,12 @@ pub enum RuntimeError {
         op: &'static str,
         id: String,
         source: Box<coracle_oci::ContainerError>,
+    },
+    #[error("port-forward to port {port} of pod {id}: {source}")]
+    PortForward {
+        id: String,
+        port: u16,
+        source: std::io::Error,
     },
     #[error("exec in container {id} timed out after {timeout:?}; its process group was killed")]
     ExecTimeout {

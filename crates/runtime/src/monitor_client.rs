@@ -34,6 +34,8 @@ pub enum MonitorError {
     CreateFailed(String),
     #[error("monitor control socket {path}: {source}")]
     Control { path: PathBuf, source: io::Error },
+    #[error("monitor attach socket {path}: {source}")]
+    Attach { path: PathBuf, source: io::Error },
     #[error("monitor refused {request}: {message}")]
     Refused { request: String, message: String },
     #[error("exit record {path}: {source}")]
@@ -233,7 +235,7 @@ pub const EXEC_OUTPUT_CAP: usize = 16 << 20;
 const EXEC_DRAIN: Duration = Duration::from_millis(100);
 
 /// Exit code of the exec helper when it could not start the process.
-const EXEC_HELPER_FAILED: i32 = 255;
+pub(crate) const EXEC_HELPER_FAILED: i32 = 255;
 
 /// Runs `coracle-monitor exec` and collects its output.
 pub(crate) async fn exec_sync(
@@ -286,8 +288,7 @@ pub(crate) async fn exec_sync(
         strip_timeout_notice(&mut stderr);
     }
     if exit_code == EXEC_HELPER_FAILED && stdout.is_empty() {
-        let message = String::from_utf8_lossy(&stderr).trim().to_owned();
-        if message.starts_with("coracle-monitor") {
+        if let Some(message) = helper_failure(&stderr) {
             return Err(MonitorError::CreateFailed(message));
         }
     }
@@ -297,6 +298,12 @@ pub(crate) async fn exec_sync(
         exit_code,
         timed_out,
     })
+}
+
+/// The helper's own message on why it could not start the process, if `stderr` is one.
+pub(crate) fn helper_failure(stderr: &[u8]) -> Option<String> {
+    let message = String::from_utf8_lossy(stderr).trim().to_owned();
+    message.starts_with("coracle-monitor").then_some(message)
 }
 
 const TIMEOUT_NOTICE: &str = "coracle-monitor: exec timed out";
@@ -319,7 +326,7 @@ fn last_line(bytes: &[u8]) -> &[u8] {
     }
 }
 
-fn exit_code_of(status: std::process::ExitStatus) -> i32 {
+pub(crate) fn exit_code_of(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => code,

@@ -12,8 +12,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coracle_monitor::protocol::{
-    CONTROL_SOCKET, ControlRequest, ControlResponse, EXIT_FILE, ExitRecord, Handshake,
-    MonitorConfig,
+    ATTACH_SOCKET, CONTROL_SOCKET, ControlRequest, ControlResponse, EXIT_FILE, ExitRecord, Frame,
+    Handshake, MAX_FRAME, MonitorConfig,
 };
 use coracle_oci::Container;
 use serde_json::{Value, json};
@@ -444,4 +444,114 @@ pub fn exec_process(t: &TestContainer, args: &[&str]) -> Value {
     let mut p = t.spec["process"].clone();
     p["args"] = json!(args);
     p
+}
+
+/// A client of the attach frames (an attach connection or an interactive exec's
+/// socket), blocking, every receive bounded by [`FrameClient::TIMEOUT`].
+pub struct FrameClient {
+    fd: std::os::fd::OwnedFd,
+}
+
+/// What a client received.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Received {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit: Option<i32>,
+    /// The connection was closed (after the exit frame, or without one).
+    pub closed: bool,
+}
+
+impl Received {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+impl FrameClient {
+    pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// Connect to the monitor's attach socket.
+    pub fn attach(t: &TestContainer) -> FrameClient {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+        use std::os::fd::AsRawFd;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let path = t.dir().join(ATTACH_SOCKET);
+        connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap())
+            .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        FrameClient::from_fd(fd)
+    }
+
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> FrameClient {
+        let timeout = nix::sys::time::TimeVal::new(Self::TIMEOUT.as_secs() as i64, 0);
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+            .unwrap();
+        FrameClient { fd }
+    }
+
+    pub fn send(&self, frame: Frame<'_>) {
+        use std::os::fd::AsRawFd;
+        nix::sys::socket::send(
+            self.fd.as_raw_fd(),
+            &frame.encode(),
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        )
+        .unwrap();
+    }
+
+    /// Receive one frame into `into`; false once the connection is closed.
+    pub fn receive(&self, into: &mut Received) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut buf = vec![0u8; MAX_FRAME];
+        let n = match nix::sys::socket::recv(
+            self.fd.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::empty(),
+        ) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) => {
+                panic!("no frame within {:?}: {into:?}", Self::TIMEOUT)
+            }
+            Err(nix::errno::Errno::ECONNRESET) => 0,
+            Err(e) => panic!("recv: {e}"),
+        };
+        if n == 0 {
+            into.closed = true;
+            return false;
+        }
+        match Frame::parse(&buf[..n]).unwrap() {
+            Frame::Stdout(d) => into.stdout.extend_from_slice(d),
+            Frame::Stderr(d) => into.stderr.extend_from_slice(d),
+            Frame::Exit(code) => {
+                assert_eq!(into.exit, None, "a second exit frame");
+                into.exit = Some(code);
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+        true
+    }
+
+    /// Receive until stdout contains `needle`.
+    pub fn receive_until(&self, into: &mut Received, needle: &str) {
+        while !into.stdout().contains(needle) {
+            assert!(self.receive(into), "closed before {needle:?}: {into:?}");
+        }
+    }
+
+    /// Receive until the connection closes.
+    pub fn receive_all(&self) -> Received {
+        let mut got = Received::default();
+        while self.receive(&mut got) {}
+        got
+    }
 }

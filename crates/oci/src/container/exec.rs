@@ -1,6 +1,7 @@
 //! `exec`: run another process in a running container: join all its namespaces (by
 //! /proc/<init>/ns/*) and its cgroup, apply the process attributes, execve.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use nix::sys::wait::waitpid;
@@ -20,6 +21,9 @@ use crate::state::Status;
 #[derive(Debug, Default)]
 pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
+    /// An already connected console socket (say one end of a socketpair), used
+    /// instead of `console_socket`: the caller needs no path to bind.
+    pub console: Option<OwnedFd>,
     pub pid_file: Option<PathBuf>,
     pub stdio: Stdio,
     /// Make the process the leader of a new process group (setpgid in the child,
@@ -52,9 +56,14 @@ impl Container {
         let spec = self.state.config.clone();
         let seccomp = compile_seccomp(spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()))?;
         let ns = NsPlan::from_pid(self.state.pid)?;
-        let console = match (&opts.console_socket, process.terminal().unwrap_or(false)) {
-            (Some(p), true) => Some(connect_console(p)?),
-            (None, true) => {
+        let console = match (
+            opts.console,
+            &opts.console_socket,
+            process.terminal().unwrap_or(false),
+        ) {
+            (Some(fd), _, true) => Some(fd),
+            (None, Some(p), true) => Some(connect_console(p)?),
+            (None, None, true) => {
                 return Err(ContainerError::InvalidSpec(
                     "process.terminal needs a console socket".into(),
                 ));
