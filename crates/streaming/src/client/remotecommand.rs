@@ -13,7 +13,7 @@ use super::{ClientError, ClientTls, ExecOptions, RemoteCommandOutput};
 use crate::protocol;
 use crate::remotecommand::websocket::{ERROR, RESIZE, STDERR, STDIN, STDOUT};
 use crate::runtime::TerminalSize;
-use crate::spdy::{Connection, HeaderBlock, Stream};
+use crate::spdy::{Connection, HeaderBlock, Stream, StreamReader, StreamWriter};
 use crate::websocket::{Channel, ChannelConfig, ChannelConnection, ChannelKind, Codec};
 
 /// How long the client waits for the server to close once everything was read.
@@ -39,9 +39,8 @@ pub async fn exec_spdy(
     let error = open(&connection, "error").await?.into_split().0;
     let mut background = Vec::new();
     if let Some(stdin) = options.stdin {
-        let (_, writer) = open(&connection, "stdin").await?.into_split();
-        // Copy, then half-close: the server sees stdin EOF.
-        background.push(spawn_copy(stdin, writer));
+        let (reader, writer) = open(&connection, "stdin").await?.into_split();
+        background.push(spawn_stdin(stdin, reader, writer));
     }
     let stdout = if options.stdout {
         Some(open(&connection, "stdout").await?.into_split().0)
@@ -149,6 +148,24 @@ pub async fn exec_websocket(
         stdout: stdout?,
         stderr: stderr?,
         error: error?,
+    })
+}
+
+/// client-go's `copyStdin` (v2 and later): copy stdin, then half-close; and if the
+/// server closes the stdin stream first, stop and half-close at once.
+fn spawn_stdin(
+    mut source: Pin<Box<dyn AsyncRead + Send>>,
+    mut server_side: StreamReader,
+    mut writer: StreamWriter,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut discard = tokio::io::sink();
+        let server_closed = tokio::io::copy(&mut server_side, &mut discard);
+        tokio::select! {
+            _ = tokio::io::copy(&mut source, &mut writer) => {}
+            _ = server_closed => {}
+        }
+        let _ = writer.shutdown().await;
     })
 }
 

@@ -11,7 +11,7 @@ use super::{Action, Session, Version};
 use crate::protocol;
 use crate::request::StdioOptions;
 use crate::server::{LINGER, ServerContext};
-use crate::spdy::{Connection, ConnectionConfig, IncomingStreams, Role, Stream};
+use crate::spdy::{Connection, ConnectionConfig, IncomingStreams, Role, Stream, StreamWriter};
 
 /// What this server speaks, most preferred first (kubelet's
 /// `SupportedStreamingProtocols`). v5 is v4 on SPDY: its close signal is a
@@ -70,8 +70,11 @@ pub(crate) async fn serve<T>(
             return;
         }
     };
-    let session = streams.into_session(stdio, version);
+    let (session, unused_writers) = streams.into_session(stdio, version);
     super::run(session, action, &ctx.runtime, connection.closed()).await;
+    // Only now may stdin and resize be closed on our side: client-go stops sending
+    // stdin as soon as the server closes the stdin stream.
+    drop(unused_writers);
     connection.shutdown(LINGER).await;
 }
 
@@ -113,18 +116,28 @@ async fn receive_streams(
 }
 
 impl ReceivedStreams {
-    fn into_session(self, stdio: StdioOptions, version: Version) -> Session {
-        // The halves we do not use are dropped: data the client sends on an output
-        // stream is discarded, and our FIN on stdin tells the client nothing it
-        // relies on.
-        let reader = |stream: Option<Stream>| stream.map(|s| Box::pin(s.into_split().0) as _);
+    /// The session, and the write halves of the streams only the client writes to
+    /// (stdin, resize). Those must stay open while the session runs: dropping one
+    /// sends our FIN, and client-go answers a FIN on stdin by closing stdin.
+    fn into_session(self, stdio: StdioOptions, version: Version) -> (Session, Vec<StreamWriter>) {
+        let mut unused_writers = Vec::new();
+        let mut reader = |stream: Option<Stream>| {
+            stream.map(|stream| {
+                let (reader, writer) = stream.into_split();
+                unused_writers.push(writer);
+                Box::pin(reader) as _
+            })
+        };
+        let stdin = if stdio.stdin {
+            reader(self.stdin)
+        } else {
+            None
+        };
+        let resize = reader(self.resize);
+        // Whatever the client might send on an output stream is discarded.
         let writer = |stream: Option<Stream>| stream.map(|s| Box::pin(s.into_split().1) as _);
-        Session {
-            stdin: if stdio.stdin {
-                reader(self.stdin)
-            } else {
-                None
-            },
+        let session = Session {
+            stdin,
             stdout: if stdio.stdout {
                 writer(self.stdout)
             } else {
@@ -135,11 +148,12 @@ impl ReceivedStreams {
             } else {
                 None
             },
-            resize: reader(self.resize),
+            resize,
             error: writer(self.error),
             tty: stdio.tty,
             version,
-        }
+        };
+        (session, unused_writers)
     }
 }
 

@@ -536,6 +536,27 @@ mod tests {
         );
     }
 
+    /// The first three frames `kubectl exec` (v1.32, Go spdystream, Go's
+    /// compress/flate) sent on an upgraded connection for `kubectl exec pod -- echo hi`,
+    /// captured from the wire: the error, stdout and stderr streams, their header
+    /// blocks sharing one zlib context.
+    #[test]
+    fn decodes_syn_streams_written_by_kubectl() {
+        let wire = include_bytes!("testdata/syn_streams_kubectl_1_32.bin");
+        let frames = decode_all(&mut FrameCodec::new(), wire);
+        let streams: Vec<(StreamId, Option<&str>)> = frames
+            .iter()
+            .map(|frame| match frame {
+                Frame::SynStream(syn) => (syn.stream_id, syn.headers.get("streamtype")),
+                other => panic!("expected SYN_STREAM, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            streams,
+            [(1, Some("error")), (3, Some("stdout")), (5, Some("stderr"))]
+        );
+    }
+
     #[test]
     fn unknown_control_frames_are_skipped() {
         let mut bytes = b"\x80\x03\x00\x0a\x00\x00\x00\x02\xab\xcd".to_vec();

@@ -64,10 +64,7 @@ impl FakeRuntime {
         let args = cmd[1..].join(" ");
         match cmd[0].as_str() {
             "echo" => write(&mut io, false, format!("{args}\n").as_bytes()).await,
-            "cat" => {
-                copy_stdin_to_stdout(&mut io).await;
-                Ok(0)
-            }
+            "cat" => copy_stdin_to_stdout(&mut io).await.map(|()| 0),
             "exit" => Ok(args.parse().unwrap_or(1)),
             "stderr" => write(&mut io, true, format!("{args}\n").as_bytes()).await,
             "tty" => {
@@ -124,10 +121,13 @@ async fn write(io: &mut ProcessIo, to_stderr: bool, bytes: &[u8]) -> Result<i32,
     Ok(0)
 }
 
-async fn copy_stdin_to_stdout(io: &mut ProcessIo) {
+async fn copy_stdin_to_stdout(io: &mut ProcessIo) -> Result<(), StreamingError> {
     if let (Some(stdin), Some(stdout)) = (io.stdin.as_mut(), io.stdout.as_mut()) {
-        let _ = tokio::io::copy(stdin, stdout).await;
+        tokio::io::copy(stdin, stdout)
+            .await
+            .map_err(|err| StreamingError::io("copy stdin to stdout", err))?;
     }
+    Ok(())
 }
 
 impl StreamingRuntime for FakeRuntime {
@@ -152,8 +152,7 @@ impl StreamingRuntime for FakeRuntime {
                 format!("attached {container_id}\n").as_bytes(),
             )
             .await?;
-            copy_stdin_to_stdout(&mut io).await;
-            Ok(())
+            copy_stdin_to_stdout(&mut io).await
         })
     }
 
