@@ -129,7 +129,7 @@ fn upgrade_remotecommand(
         };
         let response = match websocket_upgrade_response(request, name) {
             Ok(response) => response,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.into_response(),
         };
         let session_ctx = ctx.clone();
         spawn_websocket(request, &ctx, move |ws| {
@@ -143,10 +143,10 @@ fn upgrade_remotecommand(
             Some(&(name, version)) => (name, version),
             None => return not_found(),
         },
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if let Err(refusal) = require_spdy_upgrade(request.headers()) {
-        return refusal;
+        return refusal.into_response();
     }
     let session_ctx = ctx.clone();
     spawn_upgraded(request, &ctx, move |io| {
@@ -173,7 +173,7 @@ fn upgrade_port_forward(
         };
         let response = match websocket_upgrade_response(request, name) {
             Ok(response) => response,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.into_response(),
         };
         let session_ctx = ctx.clone();
         spawn_websocket(request, &ctx, move |ws| {
@@ -186,10 +186,10 @@ fn upgrade_port_forward(
         portforward::spdy::PROTOCOLS.iter().copied(),
     ) {
         Ok(name) => name,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if let Err(refusal) = require_spdy_upgrade(request.headers()) {
-        return refusal;
+        return refusal.into_response();
     }
     let session_ctx = ctx.clone();
     spawn_upgraded(request, &ctx, move |io| {
@@ -250,10 +250,10 @@ fn negotiate_websocket<'a, T>(
 fn negotiate_spdy(
     headers: &HeaderMap,
     supported: impl Iterator<Item = &'static str> + Clone,
-) -> Result<&'static str, Response<Body>> {
+) -> Result<&'static str, Refusal> {
     let requested = websocket::comma_separated(headers, STREAM_PROTOCOL_HEADER);
     if requested.is_empty() {
-        return Err(text_response(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "unable to upgrade: X-Stream-Protocol-Version is required",
         ));
@@ -269,17 +269,15 @@ fn negotiate_spdy(
         requested.join(" "),
         supported.clone().collect::<Vec<_>>().join(" ")
     );
-    let mut response = text_response(StatusCode::FORBIDDEN, &message);
+    let mut refusal = Refusal::new(StatusCode::FORBIDDEN, message);
     for name in supported {
-        response
-            .headers_mut()
-            .append(ACCEPTED_PROTOCOLS_HEADER, HeaderValue::from_static(name));
+        refusal = refusal.with_header(ACCEPTED_PROTOCOLS_HEADER, HeaderValue::from_static(name));
     }
-    Err(response)
+    Err(refusal)
 }
 
 /// apimachinery's SPDY `UpgradeResponse` check of `Connection` and `Upgrade`.
-fn require_spdy_upgrade(headers: &HeaderMap) -> Result<(), Response<Body>> {
+fn require_spdy_upgrade(headers: &HeaderMap) -> Result<(), Refusal> {
     let upgrade_is_spdy = headers
         .get_all(UPGRADE)
         .iter()
@@ -288,7 +286,7 @@ fn require_spdy_upgrade(headers: &HeaderMap) -> Result<(), Response<Body>> {
     if upgrade_is_spdy && websocket::connection_has_upgrade(headers) {
         return Ok(());
     }
-    Err(text_response(
+    Err(Refusal::new(
         StatusCode::BAD_REQUEST,
         "unable to upgrade: missing upgrade headers in request",
     ))
@@ -312,34 +310,31 @@ fn spdy_upgrade_response(protocol: &'static str) -> Response<Body> {
 fn websocket_upgrade_response(
     request: &Request<Incoming>,
     protocol: &'static str,
-) -> Result<Response<Body>, Response<Body>> {
+) -> Result<Response<Body>, Refusal> {
     if request.method() != Method::GET {
-        return Err(text_response(
+        return Err(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "websocket upgrade needs GET",
         ));
     }
     let headers = request.headers();
-    if headers
+    let version = headers
         .get(SEC_WEBSOCKET_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        != Some("13")
-    {
-        let mut response = text_response(StatusCode::BAD_REQUEST, "unsupported websocket version");
-        response
-            .headers_mut()
-            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return Err(response);
+        .and_then(|v| v.to_str().ok());
+    if version.map(str::trim) != Some("13") {
+        return Err(
+            Refusal::new(StatusCode::BAD_REQUEST, "unsupported websocket version")
+                .with_header(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13")),
+        );
     }
     let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
-        return Err(text_response(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "missing Sec-WebSocket-Key",
         ));
     };
     let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
-        .map_err(|_| text_response(StatusCode::INTERNAL_SERVER_ERROR, "websocket accept key"))?;
+        .map_err(|_| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "websocket accept key"))?;
     let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -400,6 +395,38 @@ where
         let ws = WebSocketStream::from_raw_socket(io, WebSocketRole::Server, None).await;
         session(ws).await;
     });
+}
+
+/// An HTTP error answer, as Go's `http.Error` writes one: status, text, and any
+/// headers that explain it.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut response = text_response(self.status, &self.message);
+        for (name, value) in self.headers {
+            response.headers_mut().append(name, value);
+        }
+        response
+    }
 }
 
 fn not_found() -> Response<Body> {
@@ -476,9 +503,10 @@ mod tests {
             HeaderValue::from_static("v9.channel.k8s.io"),
         );
         let supported = remotecommand::spdy::PROTOCOLS.iter().map(|p| p.0);
-        let Err(response) = negotiate_spdy(&headers, supported) else {
+        let Err(refusal) = negotiate_spdy(&headers, supported) else {
             panic!("negotiated an unknown protocol");
         };
+        let response = refusal.into_response();
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(
             response
@@ -490,7 +518,7 @@ mod tests {
         );
         let missing = negotiate_spdy(&HeaderMap::new(), ["x"].into_iter());
         assert_eq!(
-            missing.err().map(|r| r.status()),
+            missing.err().map(|r| r.status),
             Some(StatusCode::BAD_REQUEST)
         );
     }

@@ -44,7 +44,6 @@ fn kubectl_available() -> bool {
 type Upgrades = Arc<Mutex<Vec<String>>>;
 
 struct FakeApiServer {
-    addr: SocketAddr,
     upgrades: Upgrades,
     _home: tempfile::TempDir,
     kubeconfig: PathBuf,
@@ -72,7 +71,6 @@ impl FakeApiServer {
         );
         std::fs::write(&kubeconfig, config).expect("write kubeconfig");
         Self {
-            addr,
             upgrades,
             _home: home,
             kubeconfig,
@@ -217,7 +215,7 @@ async fn read_head(reader: &mut BufReader<TcpStream>) -> Option<String> {
 
 /// Sends kubectl's request to the streaming URL and splices the two connections.
 async fn proxy(
-    mut client: BufReader<TcpStream>,
+    client: BufReader<TcpStream>,
     head: &str,
     streaming_url: &str,
     upstream: SocketAddr,
