@@ -36,6 +36,9 @@ use crate::websocket;
 
 type Body = Full<Bytes>;
 
+/// A WebSocket port-forward uses channels 2i and 2i+1 for port i.
+const MAX_WEBSOCKET_PORTS: usize = 127;
+
 /// Clients must send their request headers within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -224,6 +227,10 @@ fn websocket_ports(query: Option<&str>, request: &PortForwardRequest) -> Result<
     }
     if ports.is_empty() {
         return Err("query parameter \"port\" is required".into());
+    }
+    // Two one-byte channel numbers per port, 255 being reserved.
+    if ports.len() > MAX_WEBSOCKET_PORTS {
+        return Err(format!("at most {MAX_WEBSOCKET_PORTS} ports per websocket"));
     }
     Ok(ports)
 }
@@ -560,5 +567,7 @@ mod tests {
             port: vec![],
         };
         assert!(websocket_ports(None, &empty).is_err());
+        let many = vec!["1"; 128].join(",");
+        assert!(websocket_ports(Some(&format!("port={many}")), &empty).is_err());
     }
 }

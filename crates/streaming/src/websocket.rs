@@ -77,6 +77,7 @@ pub struct ChannelConfig {
 }
 
 /// The two ends of one channel; `None` where the channel's kind has no such end.
+#[derive(Default)]
 pub struct Channel {
     pub reader: Option<ChannelReader>,
     pub writer: Option<ChannelWriter>,
@@ -128,7 +129,8 @@ impl ChannelConnection {
         let activity: Activity = Arc::new(Mutex::new(Instant::now()));
         let mut inbound = Vec::with_capacity(config.channels.len());
         let mut channels = Vec::with_capacity(config.channels.len());
-        for (number, kind) in config.channels.iter().enumerate() {
+        // Channel numbers are one byte, and 255 is the close signal.
+        for (number, kind) in (0..CLOSE_SIGNAL).zip(config.channels.iter()) {
             let (reader, sender) = if kind.readable() {
                 let (tx, rx) = mpsc::channel(INBOUND_MESSAGES_PER_CHANNEL);
                 (
@@ -142,7 +144,7 @@ impl ChannelConnection {
                 (None, None)
             };
             let writer = kind.writable().then(|| ChannelWriter {
-                channel: number as u8,
+                channel: number,
                 outgoing: PollSender::new(outgoing_tx.clone()),
                 send_close_signal: config.send_close_signal,
                 closed: false,

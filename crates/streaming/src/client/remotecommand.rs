@@ -14,7 +14,7 @@ use crate::protocol;
 use crate::remotecommand::websocket::{ERROR, RESIZE, STDERR, STDIN, STDOUT};
 use crate::runtime::TerminalSize;
 use crate::spdy::{Connection, HeaderBlock, Stream, StreamReader, StreamWriter};
-use crate::websocket::{Channel, ChannelConfig, ChannelConnection, ChannelKind, Codec};
+use crate::websocket::{ChannelConfig, ChannelConnection, ChannelKind, Codec};
 
 /// How long the client waits for the server to close once everything was read.
 const CLIENT_LINGER: Duration = Duration::from_secs(1);
@@ -110,13 +110,10 @@ pub async fn exec_websocket(
     };
     let (connection, mut channels) = ChannelConnection::start(ws, config);
     let mut take = |index: usize| {
-        std::mem::replace(
-            &mut channels[index],
-            Channel {
-                reader: None,
-                writer: None,
-            },
-        )
+        channels
+            .get_mut(index)
+            .map(std::mem::take)
+            .unwrap_or_default()
     };
     let (stdin, stdout, stderr, error, resize) = (
         take(STDIN),

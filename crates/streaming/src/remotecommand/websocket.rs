@@ -99,13 +99,15 @@ async fn announce(channels: &mut [Channel], stdio: StdioOptions) -> std::io::Res
     }
 }
 
-fn into_session(channels: Vec<Channel>, stdio: StdioOptions, version: Version) -> Session {
-    let mut channels: Vec<Option<Channel>> = channels.into_iter().map(Some).collect();
-    let mut take = |index: usize| channels.get_mut(index).and_then(Option::take);
-    let reader =
-        |channel: Option<Channel>| channel.and_then(|c| c.reader).map(|r| Box::pin(r) as _);
-    let writer =
-        |channel: Option<Channel>| channel.and_then(|c| c.writer).map(|w| Box::pin(w) as _);
+fn into_session(mut channels: Vec<Channel>, stdio: StdioOptions, version: Version) -> Session {
+    let mut take = |index: usize| {
+        channels
+            .get_mut(index)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    };
+    let reader = |channel: Channel| channel.reader.map(|r| Box::pin(r) as _);
+    let writer = |channel: Channel| channel.writer.map(|w| Box::pin(w) as _);
     Session {
         stdin: reader(take(STDIN)),
         stdout: writer(take(STDOUT)),
