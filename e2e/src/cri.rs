@@ -257,4 +257,59 @@ impl Daemon {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
+
+    pub async fn container_stats(&self, id: &str) -> Result<v1::ContainerStats, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::ContainerStatsRequest {
+            container_id: id.into(),
+        };
+        let stats = client.container_stats(request).await?.into_inner().stats;
+        stats.ok_or_else(|| Status::internal("ContainerStats answered without stats"))
+    }
+
+    pub async fn list_container_stats(
+        &self,
+        filter: Option<v1::ContainerStatsFilter>,
+    ) -> Result<Vec<v1::ContainerStats>, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::ListContainerStatsRequest { filter };
+        Ok(client
+            .list_container_stats(request)
+            .await?
+            .into_inner()
+            .stats)
+    }
+
+    pub async fn pod_stats(&self, id: &str) -> Result<v1::PodSandboxStats, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::PodSandboxStatsRequest {
+            pod_sandbox_id: id.into(),
+        };
+        let stats = client.pod_sandbox_stats(request).await?.into_inner().stats;
+        stats.ok_or_else(|| Status::internal("PodSandboxStats answered without stats"))
+    }
+
+    pub async fn list_pod_stats(
+        &self,
+        filter: Option<v1::PodSandboxStatsFilter>,
+    ) -> Result<Vec<v1::PodSandboxStats>, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::ListPodSandboxStatsRequest { filter };
+        Ok(client
+            .list_pod_sandbox_stats(request)
+            .await?
+            .into_inner()
+            .stats)
+    }
+
+    /// A GetContainerEvents subscription.
+    pub async fn container_events(
+        &self,
+    ) -> Result<tonic::Streaming<v1::ContainerEventResponse>, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        Ok(client
+            .get_container_events(v1::GetEventsRequest {})
+            .await?
+            .into_inner())
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod cri;
 pub mod daemon;
+pub mod fixtures;
 pub mod network;
 pub mod registry;
 

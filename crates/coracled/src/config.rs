@@ -24,6 +24,8 @@ pub struct Config {
     pub shutdown_timeout_seconds: u64,
     /// The `coracle-monitor` binary; empty: the one next to `coracled`.
     pub monitor_path: PathBuf,
+    /// `host:port` of the Prometheus endpoint (`GET /metrics`); empty: no endpoint.
+    pub metrics_address: String,
     pub log: LogConfig,
     pub network: NetworkConfig,
     /// Registries (mirrors, insecure, credentials), parallel downloads, pull timeout.
@@ -93,6 +95,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriver::Cgroupfs,
             shutdown_timeout_seconds: 10,
             monitor_path: PathBuf::new(),
+            metrics_address: String::new(),
             log: LogConfig::default(),
             network: NetworkConfig::default(),
             image: coracle_image::ImageConfig::default(),
@@ -206,6 +209,7 @@ impl Config {
             });
         }
         self.validate_network()?;
+        self.metrics_socket_address()?;
         if self.image.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid {
                 key: "image.max_concurrent_downloads",
@@ -219,6 +223,23 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The metrics endpoint's address; `None` when it is off.
+    pub fn metrics_socket_address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.metrics_address.is_empty() {
+            return Ok(None);
+        }
+        self.metrics_address
+            .parse()
+            .map(Some)
+            .map_err(|err| ConfigError::Invalid {
+                key: "metrics_address",
+                reason: format!(
+                    "{:?} is not an ip:port address: {err}",
+                    self.metrics_address
+                ),
+            })
     }
 
     fn validate_network(&self) -> Result<(), ConfigError> {

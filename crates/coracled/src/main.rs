@@ -76,6 +76,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("open the runtime state")?;
     let service = CriService::new(Arc::new(runtime), cri_options(&config)?);
+    let _metrics_endpoint = match config.metrics_socket_address()? {
+        Some(address) => {
+            let (bound, task) =
+                coracle_cri::serve_metrics(address, service.metrics(), service.runtime()).await?;
+            tracing::info!(address = %bound, "metrics endpoint serving GET /metrics");
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
     tracing::info!(
         socket = %config.socket_path.display(),
         version = env!("CARGO_PKG_VERSION"),
@@ -85,6 +94,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     coracle_cri::serve(service, socket, shutdown_signal()?, grace).await?;
     tracing::info!("coracled stopped");
     Ok(())
+}
+
+/// Stops a background task when the daemon's serve function returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The configured monitor binary, or the one installed beside `coracled`.

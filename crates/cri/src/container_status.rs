@@ -55,7 +55,7 @@ pub(crate) fn container_status_to_cri(
     }
 }
 
-fn status(record: &ContainerRecord) -> v1::ContainerStatus {
+pub(crate) fn status(record: &ContainerRecord) -> v1::ContainerStatus {
     // Like containerd: a created container has not started, and only a finished (or
     // lost) one has an end.
     let started_at = match record.state {

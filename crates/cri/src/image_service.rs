@@ -63,12 +63,10 @@ impl ImageService for CriService {
         let request = request.into_inner();
         let reference = required_image(request.image.as_ref())?.to_owned();
         let credentials = request.auth.map(credentials_from_cri);
-        let image = self
-            .runtime
-            .images()
-            .pull(&reference, credentials)
-            .await
-            .map_err(image_error)?;
+        let started = std::time::Instant::now();
+        let pulled = self.runtime.images().pull(&reference, credentials).await;
+        self.metrics.record_pull(started.elapsed(), pulled.is_ok());
+        let image = pulled.map_err(image_error)?;
         Ok(Response::new(v1::PullImageResponse {
             image_ref: image.id.to_string(),
         }))

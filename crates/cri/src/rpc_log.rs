@@ -1,31 +1,47 @@
 //! One log line per RPC: at debug with its duration when it succeeds, at warn with
-//! the gRPC code and the whole cause chain when it fails.
+//! the gRPC code and the whole cause chain when it fails; and the RPC's count,
+//! latency and error code in the daemon's metrics.
 //!
 //! It sits in front of every service, so no handler has to remember to log. Handler
 //! errors travel as a trailers-only response, so `grpc-status` is in the headers.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use percent_encoding::percent_decode_str;
 use tower::{Layer, Service};
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RpcLogLayer;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct RpcLogLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl RpcLogLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for RpcLogLayer {
     type Service = RpcLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcLog { inner }
+        RpcLog {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RpcLog<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcLog<S>
@@ -46,26 +62,38 @@ where
         let rpc = request.uri().path().to_owned();
         let started = Instant::now();
         let response = self.inner.call(request);
+        let metrics = Arc::clone(&self.metrics);
         Box::pin(async move {
             let result = response.await;
-            log_outcome(&rpc, started.elapsed(), &result);
+            let elapsed = started.elapsed();
+            let error = log_outcome(&rpc, elapsed, &result);
+            let name = rpc.rsplit('/').next().unwrap_or(&rpc);
+            metrics.record_rpc(name, elapsed, error.as_deref());
             result
         })
     }
 }
 
+/// Logs the outcome; returns the gRPC code's name when the RPC failed.
 fn log_outcome<B, E: std::fmt::Display>(
     rpc: &str,
     elapsed: Duration,
     result: &Result<http::Response<B>, E>,
-) {
+) -> Option<String> {
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     match result {
-        Err(err) => tracing::warn!(rpc, duration_ms, error = %err, "rpc failed in transport"),
+        Err(err) => {
+            tracing::warn!(rpc, duration_ms, error = %err, "rpc failed in transport");
+            Some("Transport".to_owned())
+        }
         Ok(response) => match grpc_error(response.headers()) {
-            None => tracing::debug!(rpc, duration_ms, "rpc"),
+            None => {
+                tracing::debug!(rpc, duration_ms, "rpc");
+                None
+            }
             Some((code, message)) => {
-                tracing::warn!(rpc, duration_ms, code = ?code, error = %message, "rpc failed")
+                tracing::warn!(rpc, duration_ms, code = ?code, error = %message, "rpc failed");
+                Some(format!("{code:?}"))
             }
         },
     }

@@ -1,10 +1,7 @@
 //! `runtime.v1.RuntimeService`: each RPC delegates to the module named after it;
 //! RPCs whose issue has not landed yet answer UNIMPLEMENTED with their name.
 
-use std::pin::Pin;
-
 use k8s_cri::v1::{self, runtime_service_server::RuntimeService};
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use std::time::Duration;
@@ -18,6 +15,7 @@ use crate::container_status::{StatusExtras, container_status_to_cri};
 use crate::error::CriError;
 use crate::service::CriService;
 use crate::version;
+use crate::{events, pod_metrics, stats};
 
 type Rpc<T> = Result<Response<T>, Status>;
 
@@ -37,8 +35,7 @@ fn required_id<'a>(field: &'static str, id: &'a str) -> Result<&'a str, CriError
 
 #[tonic::async_trait]
 impl RuntimeService for CriService {
-    type GetContainerEventsStream =
-        Pin<Box<dyn Stream<Item = Result<v1::ContainerEventResponse, Status>> + Send>>;
+    type GetContainerEventsStream = events::EventStream;
 
     async fn version(&self, request: Request<v1::VersionRequest>) -> Rpc<v1::VersionResponse> {
         Ok(Response::new(version::version(api_version_of(&request))))
@@ -256,30 +253,70 @@ impl RuntimeService for CriService {
 
     async fn container_stats(
         &self,
-        _request: Request<v1::ContainerStatsRequest>,
+        request: Request<v1::ContainerStatsRequest>,
     ) -> Rpc<v1::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        let id = required_id("container_id", &request.get_ref().container_id)?;
+        let container = self
+            .runtime
+            .existing_container(id)
+            .map_err(CriError::from)?;
+        let usage = self
+            .runtime
+            .container_stats(id)
+            .await
+            .map_err(CriError::from)?;
+        Ok(Response::new(v1::ContainerStatsResponse {
+            stats: Some(stats::container_stats_to_cri(&container, &usage)),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<v1::ListContainerStatsRequest>,
+        request: Request<v1::ListContainerStatsRequest>,
     ) -> Rpc<v1::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        let filter = request.into_inner().filter;
+        let stats = self
+            .runtime
+            .list_container_stats(|c| stats::container_filter_matches(c, filter.as_ref()))
+            .await
+            .iter()
+            .map(|(container, usage)| stats::container_stats_to_cri(container, usage))
+            .collect();
+        Ok(Response::new(v1::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<v1::PodSandboxStatsRequest>,
+        request: Request<v1::PodSandboxStatsRequest>,
     ) -> Rpc<v1::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let id = required_id("pod_sandbox_id", &request.get_ref().pod_sandbox_id)?;
+        let usage = self.runtime.pod_stats(id).await.map_err(CriError::from)?;
+        let pod = self
+            .runtime
+            .pods()
+            .get(id)
+            .ok_or_else(|| CriError::NotFound {
+                kind: "pod sandbox",
+                id: id.to_owned(),
+            })?;
+        Ok(Response::new(v1::PodSandboxStatsResponse {
+            stats: Some(stats::pod_stats_to_cri(&pod, &usage)),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<v1::ListPodSandboxStatsRequest>,
+        request: Request<v1::ListPodSandboxStatsRequest>,
     ) -> Rpc<v1::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        let filter = request.into_inner().filter;
+        let stats = self
+            .runtime
+            .list_pod_stats(|p| stats::pod_filter_matches(p, filter.as_ref()))
+            .await
+            .iter()
+            .map(|(pod, usage)| stats::pod_stats_to_cri(pod, usage))
+            .collect();
+        Ok(Response::new(v1::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
@@ -297,28 +334,44 @@ impl RuntimeService for CriService {
         &self,
         _request: Request<v1::CheckpointContainerRequest>,
     ) -> Rpc<v1::CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
+        Err(CriError::Unsupported {
+            what: "CheckpointContainer (container checkpoint/restore with CRIU)",
+        }
+        .into())
     }
 
     async fn get_container_events(
         &self,
         _request: Request<v1::GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(events::event_stream(
+            self.runtime.subscribe_events(),
+        )))
     }
 
     async fn list_metric_descriptors(
         &self,
         _request: Request<v1::ListMetricDescriptorsRequest>,
     ) -> Rpc<v1::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(v1::ListMetricDescriptorsResponse {
+            descriptors: pod_metrics::metric_descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<v1::ListPodSandboxMetricsRequest>,
     ) -> Rpc<v1::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        let pod_metrics = self
+            .runtime
+            .list_pod_stats(|_| true)
+            .await
+            .iter()
+            .map(|(pod, usage)| pod_metrics::pod_metrics(pod, usage))
+            .collect();
+        Ok(Response::new(v1::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     async fn runtime_config(

@@ -5,7 +5,7 @@ use k8s_cri::v1::{
     PodSandboxStatusResponse,
 };
 
-use coracle_runtime::model::PodNetworkRecord;
+use coracle_runtime::model::{PodNetworkRecord, PodRecord};
 use k8s_cri::v1::PodIp;
 
 use crate::error::CriError;
@@ -26,21 +26,7 @@ impl CriService {
                 kind: "pod sandbox",
                 id: id.to_owned(),
             })?;
-        let status = PodSandboxStatus {
-            id: pod.id.clone(),
-            metadata: Some(pod_metadata_to_cri(&pod.spec.metadata)),
-            state: pod_state_to_cri(pod.state) as i32,
-            created_at: pod.created_at,
-            network: Some(network_status(pod.network.as_ref())),
-            linux: Some(LinuxPodSandboxStatus {
-                namespaces: Some(Namespace {
-                    options: Some(namespaces_to_cri(&pod.spec.namespaces)),
-                }),
-            }),
-            labels: pod.spec.labels.clone().into_iter().collect(),
-            annotations: pod.spec.annotations.clone().into_iter().collect(),
-            runtime_handler: pod.spec.runtime_handler.clone(),
-        };
+        let status = pod_status_to_cri(&pod);
         let mut info = std::collections::HashMap::new();
         if verbose {
             let details = serde_json::json!({
@@ -60,6 +46,25 @@ impl CriService {
             containers_statuses: Vec::new(),
             timestamp: coracle_runtime::now_nanos(),
         })
+    }
+}
+
+/// The record as the CRI's PodSandboxStatus (also sent with container events).
+pub(crate) fn pod_status_to_cri(pod: &PodRecord) -> PodSandboxStatus {
+    PodSandboxStatus {
+        id: pod.id.clone(),
+        metadata: Some(pod_metadata_to_cri(&pod.spec.metadata)),
+        state: pod_state_to_cri(pod.state) as i32,
+        created_at: pod.created_at,
+        network: Some(network_status(pod.network.as_ref())),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(namespaces_to_cri(&pod.spec.namespaces)),
+            }),
+        }),
+        labels: pod.spec.labels.clone().into_iter().collect(),
+        annotations: pod.spec.annotations.clone().into_iter().collect(),
+        runtime_handler: pod.spec.runtime_handler.clone(),
     }
 }
 

@@ -40,6 +40,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let listener = socket.listener.take().ok_or(ServeError::ListenerTaken)?;
     let incoming = UnixListenerStream::new(listener);
+    let router_layer = RpcLogLayer::new(service.metrics());
     let runtime_service = RuntimeServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_REPLY_BYTES);
@@ -47,7 +48,7 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_REPLY_BYTES);
     let router = Server::builder()
-        .layer(RpcLogLayer)
+        .layer(router_layer)
         .layer(MapRequestLayer::new(route_api_version::<tonic::body::Body>))
         .add_service(runtime_service)
         .add_service(image_service);

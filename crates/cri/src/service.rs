@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use coracle_runtime::Runtime;
 
+use crate::metrics::Metrics;
+
 /// How pod cgroups are managed; kubelet's `--cgroup-driver` must match it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CgroupDriver {
@@ -24,6 +26,7 @@ pub struct CriOptions {
 pub struct CriService {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) options: Arc<CriOptions>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl CriService {
@@ -31,6 +34,16 @@ impl CriService {
         Self {
             runtime,
             options: Arc::new(options),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The daemon's metrics, for the metrics endpoint.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        Arc::clone(&self.runtime)
     }
 }

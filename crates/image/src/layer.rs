@@ -186,6 +186,7 @@ impl ImageStore {
                 }
             };
             progress.touch();
+            self.inner.client.count_blob_bytes(data.len());
             received += data.len() as u64;
             if received > job.layer.size {
                 break;

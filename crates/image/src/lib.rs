@@ -251,6 +251,22 @@ impl ImageStore {
         }
     }
 
+    /// Bytes and inodes of one container's writable layer (its overlay upper dir),
+    /// with the filesystem root that [`fs_info`](Self::fs_info) names; `None` when the
+    /// container has no rootfs here.
+    pub fn container_fs_usage(&self, container_id: &str) -> Option<(PathBuf, FsUsage)> {
+        let layout = &self.inner.layout;
+        let upper = layout.container(container_id).join("upper");
+        upper
+            .is_dir()
+            .then(|| (layout.root.clone(), store::disk_usage(&upper)))
+    }
+
+    /// Blob bytes (config and layers) received from registries so far.
+    pub fn blob_bytes(&self) -> u64 {
+        self.inner.client.blob_bytes()
+    }
+
     /// Blob GETs sent so far (config and layers), for tests and metrics.
     pub fn blob_fetches(&self) -> u64 {
         self.inner.client.blob_fetches()

@@ -349,6 +349,7 @@ impl ImageStore {
             })?;
             progress.touch();
             if let Ok(data) = frame.into_data() {
+                self.inner.client.count_blob_bytes(data.len());
                 bytes.extend_from_slice(&data);
                 if bytes.len() as u64 > desc.size {
                     break;

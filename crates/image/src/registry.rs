@@ -208,6 +208,8 @@ pub struct RegistryClient {
     tokens: Mutex<HashMap<TokenKey, String>>,
     /// How many blob GETs were sent (tests check that concurrent pulls share work).
     blob_fetches: AtomicU64,
+    /// Blob body bytes received, for the daemon's pull metrics.
+    blob_bytes: AtomicU64,
     request_timeout: Duration,
 }
 
@@ -231,12 +233,22 @@ impl RegistryClient {
             per_host,
             tokens: Mutex::new(HashMap::new()),
             blob_fetches: AtomicU64::new(0),
+            blob_bytes: AtomicU64::new(0),
             request_timeout: config.progress_timeout,
         })
     }
 
     pub fn blob_fetches(&self) -> u64 {
         self.blob_fetches.load(Ordering::Relaxed)
+    }
+
+    pub fn blob_bytes(&self) -> u64 {
+        self.blob_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts blob body bytes as they arrive.
+    pub(crate) fn count_blob_bytes(&self, n: usize) {
+        self.blob_bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// GET a manifest: its bytes and content type.

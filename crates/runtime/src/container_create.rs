@@ -11,6 +11,7 @@ use crate::container_spec::{
     BuiltSpec, HostFacts, ImageRuntimeConfig, NamespacePaths, NamespaceSource, PodFilePaths,
     SpecInputs,
 };
+use crate::events::ContainerEventKind;
 use crate::model::{
     ContainerRecord, ContainerRequest, ContainerSpec, ContainerState, NamespaceMode, PodRecord,
     PodState,
@@ -153,6 +154,8 @@ impl Runtime {
             // The rollback finds the container by id in the executor's state.
             return Err(err.into());
         }
+        self.events
+            .publish(ContainerEventKind::Created, id, &pod.id);
         self.watch_container_exit(id, started.monitor);
         for warning in &built.warnings {
             tracing::warn!(container = %id, "{warning}");

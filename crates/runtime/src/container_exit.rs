@@ -11,6 +11,7 @@ use std::time::Duration;
 use coracle_monitor::protocol::ExitRecord;
 use tokio::sync::watch;
 
+use crate::events::{ContainerEventKind, EventBus};
 use crate::model::{ContainerExit, ContainerRecord, ContainerState, ProcessIdentity};
 use crate::monitor_client::{open_monitor_pidfd, read_exit_record, wait_for_exit};
 use crate::store::RecordStore;
@@ -78,6 +79,7 @@ fn exit_from_record(record: Option<ExitRecord>) -> ContainerExit {
 /// Moves the record to Exited from what the monitor left in `monitor_dir`.
 pub(crate) async fn record_exit(
     containers: &RecordStore<ContainerRecord>,
+    events: &EventBus,
     id: &str,
     monitor_dir: PathBuf,
 ) {
@@ -97,6 +99,9 @@ pub(crate) async fn record_exit(
     let Ok(guard) = containers.lock(id).await else {
         return; // Removed meanwhile.
     };
+    let was_exited = containers
+        .get(id)
+        .is_some_and(|c| c.state == ContainerState::Exited);
     let update = containers
         .update(&guard, move |record| {
             if record.state != ContainerState::Exited {
@@ -107,11 +112,16 @@ pub(crate) async fn record_exit(
         })
         .await;
     match update {
-        Ok(record) => tracing::info!(
-            container = %id,
-            exit_code = record.exit.as_ref().map_or(-1, |e| e.exit_code),
-            "container exited"
-        ),
+        Ok(record) => {
+            tracing::info!(
+                container = %id,
+                exit_code = record.exit.as_ref().map_or(-1, |e| e.exit_code),
+                "container exited"
+            );
+            if !was_exited {
+                events.publish(ContainerEventKind::Stopped, id, &record.pod_id);
+            }
+        }
         Err(err) => tracing::warn!(container = %id, error = %err, "could not record the exit"),
     }
 }
@@ -132,6 +142,7 @@ impl Runtime {
         let (sender, receiver) = watch::channel(false);
         self.exits.insert(id, receiver);
         let containers = Arc::clone(&self.containers);
+        let events = Arc::clone(&self.events);
         let monitor_dir = self.dirs.container_dir(id);
         let id = id.to_owned();
         tokio::spawn(async move {
@@ -140,7 +151,7 @@ impl Runtime {
                     tracing::warn!(container = %id, error = %err, "waiting on the monitor's pidfd failed");
                 }
             }
-            record_exit(&containers, &id, monitor_dir).await;
+            record_exit(&containers, &events, &id, monitor_dir).await;
             sender.send_replace(true);
         });
     }

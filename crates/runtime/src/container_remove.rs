@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::events::ContainerEventKind;
 use crate::model::ContainerState;
 use crate::store::StoreError;
 use crate::{Runtime, RuntimeError};
@@ -30,6 +31,8 @@ impl Runtime {
                 spec: c.spec.clone(),
             });
         self.containers.remove(guard).await?;
+        self.events
+            .publish(ContainerEventKind::Deleted, id, &container.pod_id);
         self.exits.forget(id);
         if let Some(request) = request {
             self.container_names.release(id, &request);

@@ -1,5 +1,6 @@
 //! StartContainer: release the init held on the executor's exec fifo.
 
+use crate::events::ContainerEventKind;
 use crate::model::ContainerState;
 use crate::{Runtime, RuntimeError, now_nanos};
 
@@ -36,6 +37,8 @@ impl Runtime {
                 record.started_at = now_nanos();
             })
             .await?;
+        self.events
+            .publish(ContainerEventKind::Started, id, &container.pod_id);
         Ok(())
     }
 

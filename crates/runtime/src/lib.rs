@@ -8,6 +8,7 @@ mod container_remove;
 pub mod container_spec;
 mod container_start;
 mod container_stop;
+pub mod events;
 pub mod lock_file;
 pub mod model;
 pub mod monitor_client;
@@ -20,6 +21,7 @@ mod recover;
 mod sandbox_remove;
 mod sandbox_run;
 pub(crate) mod sandbox_stop;
+pub mod stats;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -96,6 +98,11 @@ pub enum RuntimeError {
     Task(#[from] tokio::task::JoinError),
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
+    #[error("network stats in {netns}: {source}")]
+    NetworkStats {
+        netns: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("container name {key} is reserved for container {holder_id} with a different config")]
@@ -197,7 +204,7 @@ pub const RUNTIME_HANDLERS: [&str; 2] = ["", "coracle"];
 /// The runtime's state: every pod and container record, loaded at start.
 pub struct Runtime {
     dirs: RuntimeDirs,
-    pods: RecordStore<PodRecord>,
+    pods: std::sync::Arc<RecordStore<PodRecord>>,
     containers: std::sync::Arc<RecordStore<ContainerRecord>>,
     names: NameRegistry<PodSpec>,
     container_names: NameRegistry<model::ContainerRequest>,
@@ -209,6 +216,8 @@ pub struct Runtime {
     /// What container specs depend on about this node, read once at start.
     host_facts: container_spec::HostFacts,
     exits: container_exit::ExitWatchers,
+    events: std::sync::Arc<events::EventBus>,
+    cpu_samples: stats::CpuSamples,
     _root_lock: LockFile,
 }
 
@@ -226,7 +235,7 @@ impl Runtime {
             kind: "state",
             source,
         })?;
-        let pods = open_store::<PodRecord>(&dirs.root.join("pods"))?;
+        let pods = std::sync::Arc::new(open_store::<PodRecord>(&dirs.root.join("pods"))?);
         let containers = std::sync::Arc::new(open_store::<ContainerRecord>(
             &dirs.root.join("containers"),
         )?);
@@ -240,8 +249,8 @@ impl Runtime {
         .map_err(|err| RuntimeError::ImageStore(Box::new(err)))?;
         let runtime = Self {
             dirs,
-            pods,
-            containers,
+            pods: std::sync::Arc::clone(&pods),
+            containers: std::sync::Arc::clone(&containers),
             names: NameRegistry::default(),
             container_names: NameRegistry::default(),
             network,
@@ -249,6 +258,11 @@ impl Runtime {
             monitor_path,
             host_facts,
             exits: container_exit::ExitWatchers::default(),
+            events: std::sync::Arc::new(events::EventBus::new(
+                std::sync::Arc::clone(&pods),
+                std::sync::Arc::clone(&containers),
+            )),
+            cpu_samples: stats::CpuSamples::default(),
             _root_lock: root_lock,
         };
         runtime.recover().await;

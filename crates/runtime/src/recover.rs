@@ -71,7 +71,13 @@ impl Runtime {
                 // the first request is served.
                 None => {
                     let dir = self.dirs.container_dir(&container.id);
-                    crate::container_exit::record_exit(&self.containers, &container.id, dir).await;
+                    crate::container_exit::record_exit(
+                        &self.containers,
+                        &self.events,
+                        &container.id,
+                        dir,
+                    )
+                    .await;
                 }
             }
         }

@@ -48,6 +48,7 @@ mod memory;
 mod network;
 mod path;
 mod pids;
+mod stats;
 mod unified;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ pub use layout::CgroupLayout;
 use layout::{HostCgroups, Version};
 pub use memory::{MemoryWriteOrder, memory_write_order, swap_to_v2};
 pub use path::{DEFAULT_PARENT, resolve_cgroups_path};
+pub use stats::{CgroupStats, CpuStats, MemoryStats, PidsStats, SwapStats};
 
 /// Detects the host's cgroup layout (same as [`CgroupLayout::detect`]).
 pub fn detect() -> Result<CgroupLayout, CgroupError> {

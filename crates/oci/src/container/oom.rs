@@ -15,3 +15,14 @@ impl Container {
         }
     }
 }
+
+impl Container {
+    /// CPU, memory, swap and pids usage of the container's cgroup; `None` when the
+    /// container has no cgroup.
+    pub fn cgroup_stats(&self) -> Result<Option<crate::cgroups::CgroupStats>, ContainerError> {
+        match self.cgroup()? {
+            Some(cg) => Ok(Some(cg.stats()?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -108,6 +108,10 @@ impl Cgroup {
             .map_err(cgroup_error("read oom kill count"))
     }
 
+    pub fn stats(&self) -> Result<crate::cgroups::CgroupStats, ResourceError> {
+        self.inner.stats().map_err(cgroup_error("read stats"))
+    }
+
     pub fn delete(&self) -> Result<(), ResourceError> {
         self.inner.delete().map_err(cgroup_error("delete"))
     }

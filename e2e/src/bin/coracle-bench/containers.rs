@@ -183,6 +183,43 @@ async fn container_pid(
     Ok(i32::try_from(pid)?)
 }
 
+/// How long the stats calls kubelet makes every few seconds take.
+async fn time_stats_calls(
+    client: &mut RuntimeServiceClient<tonic::transport::Channel>,
+) -> anyhow::Result<Vec<(&'static str, Vec<Duration>)>> {
+    let mut containers = Vec::new();
+    let mut pods = Vec::new();
+    let mut metrics = Vec::new();
+    for _ in 0..20 {
+        let began = Instant::now();
+        let listed = client
+            .list_container_stats(v1::ListContainerStatsRequest::default())
+            .await?
+            .into_inner();
+        containers.push(began.elapsed());
+        anyhow::ensure!(
+            listed.stats.len() >= 50,
+            "{} container stats",
+            listed.stats.len()
+        );
+        let began = Instant::now();
+        client
+            .list_pod_sandbox_stats(v1::ListPodSandboxStatsRequest::default())
+            .await?;
+        pods.push(began.elapsed());
+        let began = Instant::now();
+        client
+            .list_pod_sandbox_metrics(v1::ListPodSandboxMetricsRequest::default())
+            .await?;
+        metrics.push(began.elapsed());
+    }
+    Ok(vec![
+        ("ListContainerStats", containers),
+        ("ListPodSandboxStats", pods),
+        ("ListPodSandboxMetrics", metrics),
+    ])
+}
+
 pub(crate) async fn bench_containers(options: Options) -> anyhow::Result<()> {
     let registry = Registry::start()
         .context("start the test registry (run hack/test.sh once to build target/test-images)")?;
@@ -239,6 +276,7 @@ pub(crate) async fn bench_containers(options: Options) -> anyhow::Result<()> {
     }
     let loaded_rss = rss_kib(daemon_pid)?;
     let loaded_pss = pss_kib(daemon_pid)?;
+    let stats_timings = time_stats_calls(&mut client).await?;
     for (pod_id, container_id) in running {
         tear_down(&mut client, pod_id, container_id).await?;
     }
@@ -267,6 +305,16 @@ pub(crate) async fn bench_containers(options: Options) -> anyhow::Result<()> {
             "{label:<40} {:>10.2} {:>10.2}",
             percentile_ms(samples, 50),
             percentile_ms(samples, 95)
+        );
+    }
+    println!();
+    println!("stats with 50 running containers (20 calls each)");
+    println!("{:<40} {:>10} {:>10}", "call", "p50 ms", "p95 ms");
+    for (label, mut samples) in stats_timings {
+        println!(
+            "{label:<40} {:>10.2} {:>10.2}",
+            percentile_ms(&mut samples, 50),
+            percentile_ms(&mut samples, 95)
         );
     }
     let mib = |kib: u64| kib as f64 / 1024.0;
