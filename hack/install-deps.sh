@@ -10,7 +10,9 @@ set -euo pipefail
 # iproute2, util-linux (nsenter): cleanup and probes in crates/net's root tests.
 # containernetworking-plugins: the CNI plugins (bridge, host-local, loopback, portmap)
 # that the CNI-mode tests run for real.
-DEBIAN_PACKAGES=(protobuf-compiler libseccomp-dev pkg-config busybox-static docker-registry python3 zstd ca-certificates nftables iproute2 util-linux containernetworking-plugins)
+# python3-venv, python3-pip: crates/streaming's external-client test installs the PyPI
+# package websocket-client into a venv under target/.
+DEBIAN_PACKAGES=(protobuf-compiler libseccomp-dev pkg-config busybox-static docker-registry python3 python3-venv python3-pip zstd ca-certificates nftables iproute2 util-linux containernetworking-plugins)
 MIN_RUST=1.85
 
 die() { echo "install-deps: $*" >&2; exit 1; }
