@@ -5,8 +5,10 @@
 //! the apiserver and kubelet, turns each exec/portforward request into a CRI-style
 //! call on the streaming server, then proxies the connection to the URL it returns.
 //!
-//! kubectl is not a build dependency: without it on PATH the tests print a notice and
-//! pass, unless CORACLE_REQUIRE_KUBECTL is set (then they fail).
+//! kubectl (>= 1.29, for its WebSocket transport) is not among CI's Debian packages,
+//! so these tests are `#[ignore]`d rather than skipped silently: run them where
+//! kubectl is on PATH with `cargo nextest run -p coracle-streaming --test kubectl
+//! --run-ignored only`; without kubectl they fail.
 
 mod support;
 
@@ -24,20 +26,13 @@ use tokio::process::Command;
 
 const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"mypod","namespace":"default"},"spec":{"containers":[{"name":"c","image":"x"}]},"status":{"phase":"Running"}}"#;
 
-fn kubectl_available() -> bool {
+fn require_kubectl() {
     let found = std::process::Command::new("kubectl")
         .arg("version")
         .arg("--client")
         .output()
         .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CORACLE_REQUIRE_KUBECTL").is_none(),
-            "kubectl not found and CORACLE_REQUIRE_KUBECTL is set"
-        );
-        eprintln!("NOTICE: kubectl not found; kubectl interoperability not checked");
-    }
-    found
+    assert!(found, "kubectl is not on PATH: these interop tests need it");
 }
 
 /// What the fake API server saw: the `Upgrade` header of each proxied request.
@@ -327,30 +322,27 @@ async fn check_exec(api: &FakeApiServer, websockets: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs kubectl >= 1.29 on PATH; run with --run-ignored only"]
 async fn kubectl_exec_over_spdy() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let test = start_default_server().await;
     let api = FakeApiServer::start(Arc::new(test.server)).await;
     check_exec(&api, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs kubectl >= 1.29 on PATH; run with --run-ignored only"]
 async fn kubectl_exec_over_websocket() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let test = start_default_server().await;
     let api = FakeApiServer::start(Arc::new(test.server)).await;
     check_exec(&api, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs kubectl >= 1.29 on PATH; run with --run-ignored only"]
 async fn kubectl_port_forward_twenty_connections() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let test = start_default_server().await;
     let echo = start_echo_server().await;
     let api = FakeApiServer::start(Arc::new(test.server)).await;
