@@ -28,6 +28,8 @@ pub struct Config {
     pub metrics_address: String,
     pub log: LogConfig,
     pub network: NetworkConfig,
+    /// The streaming server behind Exec, Attach and PortForward.
+    pub streaming: StreamingConfig,
     /// Registries (mirrors, insecure, credentials), parallel downloads, pull timeout.
     pub image: coracle_image::ImageConfig,
 }
@@ -53,6 +55,64 @@ pub struct LogConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// The IP to listen on; it goes into the URLs, so clients must reach it.
+    pub address: String,
+    /// 0: a free port.
+    pub port: u16,
+    /// PEM certificate chain and key: both set, the server speaks HTTPS only.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1".into(),
+            port: 0,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+        }
+    }
+}
+
+impl StreamingConfig {
+    /// The streaming server's settings, checked.
+    pub fn server_config(&self) -> Result<coracle_streaming::StreamingConfig, ConfigError> {
+        let ip: std::net::IpAddr = self.address.parse().map_err(|err| ConfigError::Invalid {
+            key: "streaming.address",
+            reason: format!("{:?} is not an IP address: {err}", self.address),
+        })?;
+        if ip.is_unspecified() {
+            return Err(ConfigError::Invalid {
+                key: "streaming.address",
+                reason: "goes into the URLs clients connect to: name a reachable address, not 0.0.0.0 or ::".into(),
+            });
+        }
+        let tls = match (self.tls_cert_file.is_empty(), self.tls_key_file.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(coracle_streaming::TlsConfig {
+                cert_file: PathBuf::from(&self.tls_cert_file),
+                key_file: PathBuf::from(&self.tls_key_file),
+            }),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "streaming.tls_cert_file",
+                    reason: "tls_cert_file and tls_key_file go together: set both or neither"
+                        .into(),
+                });
+            }
+        };
+        Ok(coracle_streaming::StreamingConfig {
+            address: std::net::SocketAddr::new(ip, self.port),
+            tls,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +158,7 @@ impl Default for Config {
             metrics_address: String::new(),
             log: LogConfig::default(),
             network: NetworkConfig::default(),
+            streaming: StreamingConfig::default(),
             image: coracle_image::ImageConfig::default(),
         }
     }
@@ -210,6 +271,7 @@ impl Config {
         }
         self.validate_network()?;
         self.metrics_socket_address()?;
+        self.streaming.server_config()?;
         if self.image.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid {
                 key: "image.max_concurrent_downloads",

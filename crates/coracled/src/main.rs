@@ -75,7 +75,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = Runtime::open(dirs, network, config.image.clone(), monitor_path)
         .await
         .context("open the runtime state")?;
-    let service = CriService::new(Arc::new(runtime), cri_options(&config)?);
+    let runtime = Arc::new(runtime);
+    let streaming = coracle_streaming::StreamingServer::start(
+        config.streaming.server_config()?,
+        coracle_cri::streaming::RuntimeSessions::new(Arc::clone(&runtime)),
+    )
+    .await
+    .context("start the streaming server")?;
+    tracing::info!(address = %streaming.local_addr(), "streaming server for Exec, Attach and PortForward");
+    let service =
+        CriService::new(runtime, cri_options(&config)?).with_streaming(Arc::new(streaming));
     let _metrics_endpoint = match config.metrics_socket_address()? {
         Some(address) => {
             let (bound, task) =

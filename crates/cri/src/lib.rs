@@ -21,6 +21,7 @@ pub mod service;
 pub mod socket;
 mod stats;
 mod status;
+pub mod streaming;
 mod translate;
 pub mod version;
 

@@ -236,19 +236,31 @@ impl RuntimeService for CriService {
         }))
     }
 
-    async fn exec(&self, _request: Request<v1::ExecRequest>) -> Rpc<v1::ExecResponse> {
-        unimplemented("Exec")
+    async fn exec(&self, request: Request<v1::ExecRequest>) -> Rpc<v1::ExecResponse> {
+        let request = request.into_inner();
+        required_id("container_id", &request.container_id)?;
+        Ok(Response::new(v1::ExecResponse {
+            url: self.get_exec(request)?,
+        }))
     }
 
-    async fn attach(&self, _request: Request<v1::AttachRequest>) -> Rpc<v1::AttachResponse> {
-        unimplemented("Attach")
+    async fn attach(&self, request: Request<v1::AttachRequest>) -> Rpc<v1::AttachResponse> {
+        let request = request.into_inner();
+        required_id("container_id", &request.container_id)?;
+        Ok(Response::new(v1::AttachResponse {
+            url: self.get_attach(request)?,
+        }))
     }
 
     async fn port_forward(
         &self,
-        _request: Request<v1::PortForwardRequest>,
+        request: Request<v1::PortForwardRequest>,
     ) -> Rpc<v1::PortForwardResponse> {
-        unimplemented("PortForward")
+        let request = request.into_inner();
+        required_id("pod_sandbox_id", &request.pod_sandbox_id)?;
+        Ok(Response::new(v1::PortForwardResponse {
+            url: self.get_port_forward(request)?,
+        }))
     }
 
     async fn container_stats(

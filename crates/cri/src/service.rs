@@ -27,6 +27,8 @@ pub struct CriService {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) options: Arc<CriOptions>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Serves the URLs Exec, Attach and PortForward return.
+    pub(crate) streaming: Option<Arc<coracle_streaming::StreamingServer>>,
 }
 
 impl CriService {
@@ -35,7 +37,14 @@ impl CriService {
             runtime,
             options: Arc::new(options),
             metrics: Arc::new(Metrics::new()),
+            streaming: None,
         }
+    }
+
+    /// Exec, Attach and PortForward hand out URLs of `server`.
+    pub fn with_streaming(mut self, server: Arc<coracle_streaming::StreamingServer>) -> Self {
+        self.streaming = Some(server);
+        self
     }
 
     /// The daemon's metrics, for the metrics endpoint.

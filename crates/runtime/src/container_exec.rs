@@ -62,7 +62,15 @@ impl Runtime {
         io: StreamIo,
     ) -> Result<i32, RuntimeError> {
         self.running_container(container_id)?;
-        let config = self.interactive_exec_config(container_id, cmd, &io).await?;
+        // Only plain values cross the await: a borrowed StreamIo (not Sync) would make
+        // the future unsendable.
+        let session = InteractiveExec {
+            stdin: io.stdin.is_some(),
+            tty: io.tty,
+        };
+        let config = self
+            .interactive_exec_config(container_id, cmd, session)
+            .await?;
         run_interactive_exec(&self.monitor_path, &config, io)
             .await
             .map_err(|source| RuntimeError::Monitor {
@@ -76,15 +84,15 @@ impl Runtime {
         &self,
         id: &str,
         command: Vec<String>,
-        io: &StreamIo,
+        session: InteractiveExec,
     ) -> Result<ExecConfig, RuntimeError> {
         if command.is_empty() {
             return Err(RuntimeError::invalid("cmd", "must not be empty"));
         }
         let mut process = self.container_process(id).await?;
         process["args"] = serde_json::json!(command);
-        process["terminal"] = serde_json::json!(io.tty);
-        if io.tty {
+        process["terminal"] = serde_json::json!(session.tty);
+        if session.tty {
             // As containerd: a terminal gets a TERM.
             set_env(&mut process, "TERM", "xterm");
         }
@@ -93,10 +101,7 @@ impl Runtime {
             oci_state_root: self.dirs.oci_root(),
             process,
             timeout_ms: None,
-            interactive: Some(InteractiveExec {
-                stdin: io.stdin.is_some(),
-                tty: io.tty,
-            }),
+            interactive: Some(session),
         })
     }
 
