@@ -400,3 +400,40 @@ async fn port_forward_reaches_httpd_in_the_pod_with_twenty_connections() {
     assert_eq!(refused.code(), Code::NotFound);
     setup.finish().await;
 }
+
+/// A client this project did not write: the PyPI package websocket-client
+/// (`crates/streaming/tests/python`) runs v5 and base64 execs in a real container.
+#[tokio::test]
+async fn python_websocket_client_execs_in_a_real_container() {
+    let setup = Setup::new("stream-python").await;
+    let id = setup.run(setup.busybox("sleeper", &["sleep", "600"])).await;
+    let urls = [
+        setup
+            .exec_url(&id, &["echo", "hello", "from", "python"], false, false)
+            .await,
+        setup
+            .exec_url(&id, &["sh", "-c", "exit 7"], false, false)
+            .await,
+        setup.exec_url(&id, &["cat"], false, true).await,
+        setup
+            .exec_url(&id, &["echo", "base64", "works"], false, false)
+            .await,
+    ];
+    let script = coracle_e2e::workspace_root().join("crates/streaming/tests/python/run.sh");
+    let venv =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-websocket-client");
+    let output = tokio::process::Command::new(&script)
+        .arg(&venv)
+        .args(&urls)
+        .arg("sh -c exit 7")
+        .output()
+        .await
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+    assert!(
+        output.status.success(),
+        "websocket-client against the daemon failed:\n{}\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    setup.finish().await;
+}

@@ -3,11 +3,13 @@
 WebSocket implementation this project did not write, speaking the channel protocol
 as Kubernetes documents it (apimachinery wsstream, client-go remotecommand v5).
 
-Usage: ws_exec_client.py ECHO_URL EXIT7_URL CAT_URL BASE64_URL
+Usage: ws_exec_client.py ECHO_URL EXIT7_URL CAT_URL BASE64_URL [EXIT7_COMMAND]
 
 The URLs come from the Rust test that started the server with its fake runtime:
 ECHO_URL runs `echo hello from python`, EXIT7_URL `exit 7`, CAT_URL `cat` with stdin,
-BASE64_URL `echo base64 works`. Exits non-zero with a message on any mismatch.
+BASE64_URL `echo base64 works`. EXIT7_COMMAND is how the exit-7 command is written
+in kubelet's message (default `exit 7`; `sh -c exit 7` in a real container). Exits
+non-zero with a message on any mismatch.
 """
 
 import base64
@@ -75,9 +77,10 @@ def status(channels):
 
 
 def main():
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6):
         fail(__doc__)
-    echo_url, exit7_url, cat_url, base64_url = sys.argv[1:]
+    echo_url, exit7_url, cat_url, base64_url = sys.argv[1:5]
+    exit7_command = sys.argv[5] if len(sys.argv) == 6 else "exit 7"
 
     out = session(echo_url, V5)
     expect("echo stdout", bytes(out.get(STDOUT, b"")), b"hello from python\n")
@@ -91,7 +94,7 @@ def main():
     expect(
         "exit 7 message",
         got.get("message"),
-        "command terminated with non-zero exit code: error executing command [exit 7], exit code 7",
+        f"command terminated with non-zero exit code: error executing command [{exit7_command}], exit code 7",
     )
 
     out = session(cat_url, V5, stdin=b"piped through python\n")
