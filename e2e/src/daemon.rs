@@ -315,7 +315,7 @@ impl Drop for Daemon {
         // Pods and containers outlive their daemon by design; a test that failed
         // before removing them must not leak their processes, cgroups or mounts.
         kill_leftover_containers(&self.state_dir());
-        kill_leftover_pod_inits(&self.root_dir());
+        clean_up_leftover_pods(&self.root_dir());
         for mount_point in mounts_under(self.dir.path()) {
             let _ = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH);
         }
@@ -386,7 +386,9 @@ fn processes_mentioning(dir: &Path) -> Vec<(u32, String)> {
 
 /// Kills the init of every pod recorded under `root_dir` that still runs (a pod
 /// sharing one PID namespace); its namespace's processes go with it.
-fn kill_leftover_pod_inits(root_dir: &Path) {
+/// Kills the init of every pod left in the store and removes the pod cgroups the
+/// daemon made (after the containers' cgroups below them are gone).
+fn clean_up_leftover_pods(root_dir: &Path) {
     let Ok(entries) = fs::read_dir(root_dir.join("pods")) else {
         return;
     };
@@ -402,11 +404,14 @@ fn kill_leftover_pod_inits(root_dir: &Path) {
                 let _ = kill(Pid::from_raw(init.pid), Signal::SIGKILL);
             }
         }
+        if let Some(cgroup) = pod.cgroup.filter(|_| pod.cgroup_created) {
+            let _ = cgroup.delete();
+        }
     }
 }
 
 /// Kills the processes of every container whose bundle is under `state_dir` (their
-/// monitors then exit) and removes their cgroups and those of their pods.
+/// monitors then exit) and removes their cgroups.
 fn kill_leftover_containers(state_dir: &Path) {
     let Ok(entries) = fs::read_dir(state_dir.join("containers")) else {
         return;

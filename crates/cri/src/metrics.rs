@@ -64,6 +64,9 @@ pub struct Metrics {
     pods: Family<StateLabels, Gauge>,
     containers: Family<StateLabels, Gauge>,
     monitors_alive: Gauge,
+    /// One scrape at a time: the pull-bytes counter is levelled with the image
+    /// store's count by a read-then-add that two scrapes must not interleave.
+    render: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -129,6 +132,7 @@ impl Metrics {
             pods,
             containers,
             monitors_alive,
+            render: std::sync::Mutex::new(()),
         }
     }
 
@@ -166,6 +170,8 @@ impl Metrics {
 
     /// The whole exposition, with the state gauges read from the runtime now.
     pub fn render(&self, runtime: &Runtime) -> String {
+        // Guards no data of its own: a poisoned lock is still a usable lock.
+        let _one_at_a_time = self.render.lock().unwrap_or_else(|e| e.into_inner());
         self.refresh_state(runtime);
         let mut text = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {

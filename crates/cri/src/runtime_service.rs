@@ -268,11 +268,7 @@ impl RuntimeService for CriService {
         request: Request<v1::ContainerStatsRequest>,
     ) -> Rpc<v1::ContainerStatsResponse> {
         let id = required_id("container_id", &request.get_ref().container_id)?;
-        let container = self
-            .runtime
-            .existing_container(id)
-            .map_err(CriError::from)?;
-        let usage = self
+        let (container, usage) = self
             .runtime
             .container_stats(id)
             .await
@@ -302,15 +298,7 @@ impl RuntimeService for CriService {
         request: Request<v1::PodSandboxStatsRequest>,
     ) -> Rpc<v1::PodSandboxStatsResponse> {
         let id = required_id("pod_sandbox_id", &request.get_ref().pod_sandbox_id)?;
-        let usage = self.runtime.pod_stats(id).await.map_err(CriError::from)?;
-        let pod = self
-            .runtime
-            .pods()
-            .get(id)
-            .ok_or_else(|| CriError::NotFound {
-                kind: "pod sandbox",
-                id: id.to_owned(),
-            })?;
+        let (pod, usage) = self.runtime.pod_stats(id).await.map_err(CriError::from)?;
         Ok(Response::new(v1::PodSandboxStatsResponse {
             stats: Some(stats::pod_stats_to_cri(&pod, &usage)),
         }))

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use coracle_runtime::model::{ContainerState, PodState};
 use coracle_runtime::{Runtime, RuntimeError, StreamIo, TerminalSize};
 use coracle_streaming::{
     AsyncReadWrite, AttachRequest, BoxFuture, ErrorKind, ExecRequest, PortForwardRequest,
@@ -13,7 +12,7 @@ use coracle_streaming::{
 use k8s_cri::v1;
 use tonic::{Code, Status};
 
-use crate::error::CriError;
+use crate::error::{CriError, cause_chain};
 use crate::service::CriService;
 
 impl CriService {
@@ -26,16 +25,10 @@ impl CriService {
     /// The container must exist and run: kubelet and crictl expect the error here,
     /// not after the client upgraded its connection.
     fn require_running(&self, id: &str) -> Result<(), Status> {
-        let container = self
-            .runtime
-            .existing_container(id)
-            .map_err(CriError::from)?;
-        if container.state != ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
-                "container {id} is not running"
-            )));
-        }
-        Ok(())
+        self.runtime
+            .running_container(id)
+            .map(drop)
+            .map_err(|err| CriError::from(err).into())
     }
 
     pub(crate) fn get_exec(&self, request: v1::ExecRequest) -> Result<String, Status> {
@@ -71,19 +64,9 @@ impl CriService {
         &self,
         request: v1::PortForwardRequest,
     ) -> Result<String, Status> {
-        let pod = self
-            .runtime
-            .pods()
-            .get(&request.pod_sandbox_id)
-            .ok_or_else(|| {
-                Status::not_found(format!("pod sandbox {} not found", request.pod_sandbox_id))
-            })?;
-        if pod.state != PodState::Ready {
-            return Err(Status::failed_precondition(format!(
-                "pod sandbox {} is not ready",
-                pod.id
-            )));
-        }
+        self.runtime
+            .ready_pod(&request.pod_sandbox_id)
+            .map_err(CriError::from)?;
         if let Some(port) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
             return Err(Status::invalid_argument(format!(
                 "invalid port {port}: must be 1 to 65535"
@@ -207,18 +190,6 @@ fn runtime_error(err: RuntimeError) -> StreamingError {
     match err {
         RuntimeError::NotFound { kind, id } => StreamingError::NotFound { kind, id },
         RuntimeError::FailedPrecondition(message) => StreamingError::FailedPrecondition(message),
-        other => StreamingError::Runtime(with_causes(&other)),
+        other => StreamingError::Runtime(cause_chain(&other)),
     }
-}
-
-/// The error with its whole cause chain, for the client's error stream.
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -14,7 +14,6 @@ use crate::container_spec::{
 use crate::events::ContainerEventKind;
 use crate::model::{
     ContainerRecord, ContainerRequest, ContainerSpec, ContainerState, NamespaceMode, PodRecord,
-    PodState,
 };
 use crate::names::{Outcome, Reservation, wait_for};
 use crate::{Runtime, RuntimeError, new_id, now_nanos};
@@ -27,18 +26,7 @@ impl Runtime {
         pod_id: &str,
         spec: ContainerSpec,
     ) -> Result<String, RuntimeError> {
-        let pod = self
-            .pods
-            .get(pod_id)
-            .ok_or_else(|| RuntimeError::NotFound {
-                kind: "pod sandbox",
-                id: pod_id.to_owned(),
-            })?;
-        if pod.state != PodState::Ready {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "pod sandbox {pod_id} is not ready"
-            )));
-        }
+        let pod = self.ready_pod(pod_id)?;
         let request = ContainerRequest {
             pod_id: pod_id.to_owned(),
             spec,
@@ -366,7 +354,7 @@ async fn write_bundle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PodSpec;
+    use crate::model::{PodSpec, PodState};
 
     fn pod(cgroup_parent: &str, log_directory: &str) -> PodRecord {
         PodRecord {

@@ -99,14 +99,13 @@ pub(crate) async fn record_exit(
     let Ok(guard) = containers.lock(id).await else {
         return; // Removed meanwhile.
     };
-    let was_exited = containers
-        .get(id)
-        .is_some_and(|c| c.state == ContainerState::Exited);
+    let mut stopped_now = false;
     let update = containers
-        .update(&guard, move |record| {
+        .update(&guard, |record| {
             if record.state != ContainerState::Exited {
                 record.state = ContainerState::Exited;
                 record.exit = Some(exit);
+                stopped_now = true;
             }
             record.monitor = None;
         })
@@ -118,7 +117,7 @@ pub(crate) async fn record_exit(
                 exit_code = record.exit.as_ref().map_or(-1, |e| e.exit_code),
                 "container exited"
             );
-            if !was_exited {
+            if stopped_now {
                 events.publish(ContainerEventKind::Stopped, id, &record.pod_id);
             }
         }

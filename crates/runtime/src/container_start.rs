@@ -56,7 +56,8 @@ impl Runtime {
 
     /// The record of a running container: NotFound, or FailedPrecondition when it is
     /// not running.
-    pub(crate) fn running_container(
+    /// The record of a running container; FailedPrecondition otherwise.
+    pub fn running_container(
         &self,
         id: &str,
     ) -> Result<std::sync::Arc<crate::model::ContainerRecord>, RuntimeError> {

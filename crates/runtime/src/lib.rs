@@ -15,6 +15,7 @@ pub mod model;
 pub mod monitor_client;
 mod monitor_session;
 pub mod names;
+mod netns_thread;
 mod pod_cgroup;
 pub mod pod_files;
 mod pod_network;
@@ -286,6 +287,26 @@ impl Runtime {
 
     pub fn pods(&self) -> &RecordStore<PodRecord> {
         &self.pods
+    }
+
+    /// A pod's record; NotFound for an unknown id.
+    pub fn existing_pod(&self, id: &str) -> Result<std::sync::Arc<PodRecord>, RuntimeError> {
+        self.pods.get(id).ok_or_else(|| RuntimeError::NotFound {
+            kind: "pod sandbox",
+            id: id.to_owned(),
+        })
+    }
+
+    /// A pod that can take containers and connections; FailedPrecondition while it
+    /// is being made or after it stopped.
+    pub fn ready_pod(&self, id: &str) -> Result<std::sync::Arc<PodRecord>, RuntimeError> {
+        let pod = self.existing_pod(id)?;
+        if pod.state != model::PodState::Ready {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "pod sandbox {id} is not ready"
+            )));
+        }
+        Ok(pod)
     }
 
     pub fn containers(&self) -> &RecordStore<ContainerRecord> {

@@ -129,6 +129,16 @@ pub struct PodRecord {
 }
 
 impl PodRecord {
+    /// The pod's own pinned network namespace; `None` when it has none (the host's
+    /// network, or not pinned yet).
+    pub fn network_namespace_path(&self) -> Option<std::path::PathBuf> {
+        let dir = self.namespace_dir.as_ref()?;
+        self.pinned
+            .iter()
+            .any(|kind| kind == "net")
+            .then(|| dir.join("net"))
+    }
+
     /// The pod's shared PID namespace, while its init runs.
     pub fn pid_namespace_path(&self) -> Option<std::path::PathBuf> {
         self.init

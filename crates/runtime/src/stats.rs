@@ -8,7 +8,7 @@
 //! sample and reports none, as containerd does; kubelet reads every 10 s.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use coracle_oci::cgroups::ContainerCgroup;
 pub use coracle_oci::cgroups::{CgroupStats, CpuStats, MemoryStats, PidsStats, SwapStats};
 
 use crate::model::{ContainerRecord, ContainerState, PodRecord};
+use crate::netns_thread::run_in_netns;
 use crate::{Runtime, RuntimeError, now_nanos};
 
 /// Samples older than this are forgotten (the container or pod is likely gone).
@@ -95,10 +96,14 @@ fn nano_cores(used_ns: u64, elapsed: Duration) -> Option<u64> {
 }
 
 impl Runtime {
-    /// The usage of one container; NotFound for an unknown one.
-    pub async fn container_stats(&self, id: &str) -> Result<ContainerUsage, RuntimeError> {
+    /// The record and usage of one container; NotFound for an unknown one.
+    pub async fn container_stats(
+        &self,
+        id: &str,
+    ) -> Result<(Arc<ContainerRecord>, ContainerUsage), RuntimeError> {
         let container = self.existing_container(id)?;
-        self.container_usage(&container).await
+        let usage = self.container_usage(&container).await?;
+        Ok((container, usage))
     }
 
     /// The usage of every running container, those of one pod or one id when given.
@@ -158,13 +163,11 @@ impl Runtime {
         })
     }
 
-    /// The usage of one pod; NotFound for an unknown one.
-    pub async fn pod_stats(&self, id: &str) -> Result<PodUsage, RuntimeError> {
-        let pod = self.pods.get(id).ok_or_else(|| RuntimeError::NotFound {
-            kind: "pod sandbox",
-            id: id.to_owned(),
-        })?;
-        self.pod_usage(&pod).await
+    /// The record and usage of one pod; NotFound for an unknown one.
+    pub async fn pod_stats(&self, id: &str) -> Result<(Arc<PodRecord>, PodUsage), RuntimeError> {
+        let pod = self.existing_pod(id)?;
+        let usage = self.pod_usage(&pod).await?;
+        Ok((pod, usage))
     }
 
     /// The usage of every ready pod matching `matches`.
@@ -198,7 +201,7 @@ impl Runtime {
             self.cpu_samples
                 .rate(&format!("pod:{}", pod.id), cpu.usage_ns)
         });
-        let network = match pod_netns_path(pod) {
+        let network = match pod.network_namespace_path() {
             Some(path) => Some(read_interfaces_in(path).await?),
             None => None,
         };
@@ -264,48 +267,18 @@ fn sum_cgroups(all: impl Iterator<Item = CgroupStats>) -> Option<CgroupStats> {
     total
 }
 
-/// The pod's own network namespace; `None` on the host network.
-fn pod_netns_path(pod: &PodRecord) -> Option<PathBuf> {
-    let dir = pod.namespace_dir.as_ref()?;
-    pod.pinned
-        .iter()
-        .any(|kind| kind == "net")
-        .then(|| dir.join("net"))
-}
-
-/// The interfaces of the network namespace at `netns`, loopback left out. Read on a
-/// thread of its own that enters the namespace and ends after: a pooled thread must
-/// never be left in a pod's namespace.
+/// The interfaces of the network namespace at `netns`, loopback left out.
 async fn read_interfaces_in(netns: PathBuf) -> Result<Vec<InterfaceStats>, RuntimeError> {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    let thread_netns = netns.clone();
-    std::thread::Builder::new()
-        .name("coracle-netstat".into())
-        .spawn(move || {
-            let _ = sender.send(read_interfaces_on_this_thread(&thread_netns));
-        })
-        .map_err(|source| RuntimeError::NetworkStats {
-            netns: netns.clone(),
-            source,
-        })?;
-    let text = receiver
-        .await
-        .map_err(|_| RuntimeError::NetworkStats {
-            netns: netns.clone(),
-            source: std::io::Error::other("the reading thread ended without an answer"),
-        })?
-        .map_err(|source| RuntimeError::NetworkStats { netns, source })?;
+    // thread-self: /proc/self/net would show the namespace of the main thread.
+    let text = run_in_netns(Some(netns.clone()), "netstat", || {
+        std::fs::read_to_string("/proc/thread-self/net/dev")
+    })
+    .await
+    .map_err(|source| RuntimeError::NetworkStats { netns, source })?;
     Ok(parse_proc_net_dev(&text)
         .into_iter()
         .filter(|i| i.name != "lo")
         .collect())
-}
-
-fn read_interfaces_on_this_thread(netns: &Path) -> std::io::Result<String> {
-    let file = std::fs::File::open(netns)?;
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-    // thread-self: /proc/self/net would show the namespace of the main thread.
-    std::fs::read_to_string("/proc/thread-self/net/dev")
 }
 
 /// `/proc/net/dev`: two header lines, then `name: rx(8 fields) tx(8 fields)`.

@@ -13,6 +13,7 @@
 //! [`StreamingRuntime`] the daemon plugs in. The [`client`] module holds Rust clients
 //! for both transports, written from client-go, for tests here and in other crates.
 
+mod chunks;
 pub mod client;
 mod config;
 mod error;

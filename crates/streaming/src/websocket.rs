@@ -4,6 +4,7 @@
 //! (`base64.channel.k8s.io`, `v4.base64.channel.k8s.io`). With `v5.channel.k8s.io`
 //! the message `[255, n]` closes channel `n` (half-close, e.g. stdin EOF).
 
+use crate::chunks::ChunkReceiver;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -85,8 +86,7 @@ pub struct Channel {
 
 /// Reads one channel's payloads. EOF at the close signal or the connection's end.
 pub struct ChannelReader {
-    inbound: mpsc::Receiver<Bytes>,
-    pending: Bytes,
+    inbound: ChunkReceiver,
 }
 
 /// Writes payloads on one channel, one message per write.
@@ -135,8 +135,7 @@ impl ChannelConnection {
                 let (tx, rx) = mpsc::channel(INBOUND_MESSAGES_PER_CHANNEL);
                 (
                     Some(ChannelReader {
-                        inbound: rx,
-                        pending: Bytes::new(),
+                        inbound: ChunkReceiver::new(rx),
                     }),
                     Some(tx),
                 )
@@ -423,15 +422,7 @@ impl AsyncRead for ChannelReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        while this.pending.is_empty() {
-            match ready!(this.inbound.poll_recv(cx)) {
-                Some(chunk) => this.pending = chunk,
-                None => return Poll::Ready(Ok(())),
-            }
-        }
-        let n = this.pending.len().min(buf.remaining());
-        buf.put_slice(&this.pending.split_to(n));
+        ready!(self.get_mut().inbound.poll_read(cx, buf))?;
         Poll::Ready(Ok(()))
     }
 }

@@ -24,6 +24,33 @@ pub(crate) fn read_trimmed(path: &Path) -> Result<String, CgroupError> {
     Ok(read(path)?.trim().to_string())
 }
 
+/// Reads a one-number file.
+pub(crate) fn read_u64(path: &Path) -> Result<u64, CgroupError> {
+    parse_u64(path, &read_trimmed(path)?)
+}
+
+/// `text` (read from `path`) as a number; an error naming the file otherwise.
+pub(crate) fn parse_u64(path: &Path, text: &str) -> Result<u64, CgroupError> {
+    text.parse().map_err(|_| CgroupError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a number: {text:?}"),
+        ),
+    })
+}
+
+/// The `key value` lines of a flat-keyed cgroup file (`memory.stat`, `cpu.stat`,
+/// `memory.events`, ...); lines that are not are skipped.
+pub(crate) fn flat_keyed(text: &str) -> std::collections::HashMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            Some((key.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// Writes `value` to a cgroupfs file in a single write(2), as the kernel parses each write
 /// on its own. The file must exist: cgroupfs files cannot be created, so no O_CREAT.
 pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {

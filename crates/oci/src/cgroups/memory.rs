@@ -5,8 +5,6 @@
 //! writes depends on the direction of the change ([`memory_write_order`]); v2 has a
 //! separate `memory.swap.max` that holds swap alone ([`swap_to_v2`]).
 
-use std::path::Path;
-
 use cgroups_rs::fs::memory::MemController;
 use oci_spec::runtime::LinuxMemory;
 
@@ -192,7 +190,7 @@ fn apply_v1(h: &HierarchyDir, ctl: &MemController, m: &LinuxMemory) -> Result<()
     };
     let set_limit = |l: i64| set_limit_v1(h, ctl, l);
     if limit != 0 && swap != 0 {
-        let current = read_u64(&dir.join("memory.limit_in_bytes"))?;
+        let current = fs::read_u64(&dir.join("memory.limit_in_bytes"))?;
         match memory_write_order(current, swap) {
             MemoryWriteOrder::SwapFirst => {
                 set_swap(swap)?;
@@ -290,23 +288,7 @@ pub(crate) fn oom_kill_count(cg: &ContainerCgroup) -> Result<u64, CgroupError> {
 
 /// The value of the `oom_kill` line of a flat-keyed cgroup file.
 fn oom_kill_key(text: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let mut kv = line.split_whitespace();
-        (kv.next() == Some("oom_kill"))
-            .then(|| kv.next()?.parse().ok())
-            .flatten()
-    })
-}
-
-fn read_u64(path: &Path) -> Result<u64, CgroupError> {
-    let text = fs::read_trimmed(path)?;
-    text.parse().map_err(|_| CgroupError::Read {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("not a number: {text:?}"),
-        ),
-    })
+    fs::flat_keyed(text).get("oom_kill").copied()
 }
 
 #[cfg(test)]

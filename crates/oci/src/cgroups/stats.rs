@@ -127,8 +127,8 @@ impl ContainerCgroup {
 }
 
 fn cpuacct_v1(h: &HierarchyDir) -> Result<CpuStats, CgroupError> {
-    let usage_ns = read_u64(&h.dir.join("cpuacct.usage"))?;
-    let ticks = flat_keyed(&fs::read(&h.dir.join("cpuacct.stat"))?);
+    let usage_ns = fs::read_u64(&h.dir.join("cpuacct.usage"))?;
+    let ticks = fs::flat_keyed(&fs::read(&h.dir.join("cpuacct.stat"))?);
     let to_ns = |key: &str| ticks.get(key).copied().unwrap_or(0) * (1_000_000_000 / USER_HZ);
     Ok(CpuStats {
         usage_ns,
@@ -140,7 +140,7 @@ fn cpuacct_v1(h: &HierarchyDir) -> Result<CpuStats, CgroupError> {
 
 /// v1 cpu.stat counts throttled time in ns, v2 in µs (`scale` 1000).
 fn add_throttling(stats: &mut CpuStats, cpu_stat: &str, scale: u64) {
-    let keys = flat_keyed(cpu_stat);
+    let keys = fs::flat_keyed(cpu_stat);
     stats.throttled_periods = keys.get("nr_throttled").copied().unwrap_or(0);
     let throttled = keys
         .get("throttled_time")
@@ -151,7 +151,7 @@ fn add_throttling(stats: &mut CpuStats, cpu_stat: &str, scale: u64) {
 }
 
 fn cpu_v2(cpu_stat: &str) -> CpuStats {
-    let keys = flat_keyed(cpu_stat);
+    let keys = fs::flat_keyed(cpu_stat);
     let usec = |key: &str| keys.get(key).copied().unwrap_or(0) * 1000;
     let mut stats = CpuStats {
         usage_ns: usec("usage_usec"),
@@ -164,21 +164,21 @@ fn cpu_v2(cpu_stat: &str) -> CpuStats {
 }
 
 fn memory_stats(h: &HierarchyDir) -> Result<MemoryStats, CgroupError> {
-    let stat = flat_keyed(&fs::read(&h.dir.join("memory.stat"))?);
+    let stat = fs::flat_keyed(&fs::read(&h.dir.join("memory.stat"))?);
     if h.is_v2() {
-        let events = flat_keyed(&fs::read(&h.dir.join("memory.events"))?);
+        let events = fs::flat_keyed(&fs::read(&h.dir.join("memory.events"))?);
         Ok(memory_v2(
-            read_u64(&h.dir.join("memory.current"))?,
+            fs::read_u64(&h.dir.join("memory.current"))?,
             read_limit(&h.dir.join("memory.max"))?,
             &stat,
             &events,
         ))
     } else {
-        let oom_control = flat_keyed(&fs::read(&h.dir.join("memory.oom_control"))?);
+        let oom_control = fs::flat_keyed(&fs::read(&h.dir.join("memory.oom_control"))?);
         Ok(memory_v1(
-            read_u64(&h.dir.join("memory.usage_in_bytes"))?,
+            fs::read_u64(&h.dir.join("memory.usage_in_bytes"))?,
             read_limit(&h.dir.join("memory.limit_in_bytes"))?,
-            read_u64(&h.dir.join("memory.failcnt"))?,
+            fs::read_u64(&h.dir.join("memory.failcnt"))?,
             &stat,
             &oom_control,
         ))
@@ -235,7 +235,7 @@ fn swap_stats(h: &HierarchyDir) -> Result<Option<SwapStats>, CgroupError> {
             return Ok(None);
         }
         return Ok(Some(SwapStats {
-            usage_bytes: read_u64(&current)?,
+            usage_bytes: fs::read_u64(&current)?,
             limit_bytes: read_limit(&h.dir.join("memory.swap.max"))?,
         }));
     }
@@ -243,11 +243,11 @@ fn swap_stats(h: &HierarchyDir) -> Result<Option<SwapStats>, CgroupError> {
     if !memsw_usage.exists() {
         return Ok(None);
     }
-    let memory_usage = read_u64(&h.dir.join("memory.usage_in_bytes"))?;
+    let memory_usage = fs::read_u64(&h.dir.join("memory.usage_in_bytes"))?;
     let memory_limit = read_limit(&h.dir.join("memory.limit_in_bytes"))?;
     let memsw_limit = read_limit(&h.dir.join("memory.memsw.limit_in_bytes"))?;
     Ok(Some(SwapStats {
-        usage_bytes: read_u64(&memsw_usage)?.saturating_sub(memory_usage),
+        usage_bytes: fs::read_u64(&memsw_usage)?.saturating_sub(memory_usage),
         limit_bytes: match (memsw_limit, memory_limit) {
             (Some(memsw), Some(memory)) => Some(memsw.saturating_sub(memory)),
             _ => None,
@@ -257,23 +257,9 @@ fn swap_stats(h: &HierarchyDir) -> Result<Option<SwapStats>, CgroupError> {
 
 fn pids_stats(h: &HierarchyDir) -> Result<PidsStats, CgroupError> {
     Ok(PidsStats {
-        current: read_u64(&h.dir.join("pids.current"))?,
+        current: fs::read_u64(&h.dir.join("pids.current"))?,
         limit: read_limit(&h.dir.join("pids.max"))?,
     })
-}
-
-/// The `key value` lines of a flat-keyed cgroup file; lines that are not are skipped.
-fn flat_keyed(text: &str) -> HashMap<String, u64> {
-    text.lines()
-        .filter_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            Some((key.to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn read_u64(path: &Path) -> Result<u64, CgroupError> {
-    parse_number(path, &fs::read_trimmed(path)?)
 }
 
 /// A limit file: "max" (v2) or a value at or above [`UNLIMITED`] is no limit.
@@ -282,18 +268,8 @@ fn read_limit(path: &Path) -> Result<Option<u64>, CgroupError> {
     if text == "max" {
         return Ok(None);
     }
-    let value = parse_number(path, &text)?;
+    let value = fs::parse_u64(path, &text)?;
     Ok((value < UNLIMITED).then_some(value))
-}
-
-fn parse_number(path: &Path, text: &str) -> Result<u64, CgroupError> {
-    text.parse().map_err(|_| CgroupError::Read {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("not a number: {text:?}"),
-        ),
-    })
 }
 
 #[cfg(test)]
@@ -302,11 +278,11 @@ mod tests {
 
     #[test]
     fn v1_working_set_leaves_out_inactive_file_pages() {
-        let stat = flat_keyed(
+        let stat = fs::flat_keyed(
             "cache 100\nrss 7\ntotal_cache 4096\ntotal_rss 8192\ntotal_inactive_file 1000\n\
              total_pgfault 55\ntotal_pgmajfault 3\n",
         );
-        let oom = flat_keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        let oom = fs::flat_keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
         let m = memory_v1(20_000, Some(50_000), 4, &stat, &oom);
         assert_eq!(m.working_set_bytes, 19_000);
         assert_eq!(
@@ -321,7 +297,7 @@ mod tests {
 
     #[test]
     fn working_set_never_goes_below_zero() {
-        let stat = flat_keyed("total_inactive_file 5000\n");
+        let stat = fs::flat_keyed("total_inactive_file 5000\n");
         let m = memory_v1(1000, None, 0, &stat, &HashMap::new());
         assert_eq!(m.working_set_bytes, 0);
         assert_eq!(
@@ -333,8 +309,9 @@ mod tests {
 
     #[test]
     fn v2_memory_reads_anon_file_and_events() {
-        let stat = flat_keyed("anon 300\nfile 700\ninactive_file 200\npgfault 9\npgmajfault 1\n");
-        let events = flat_keyed("low 0\nhigh 0\nmax 6\noom 1\noom_kill 1\n");
+        let stat =
+            fs::flat_keyed("anon 300\nfile 700\ninactive_file 200\npgfault 9\npgmajfault 1\n");
+        let events = fs::flat_keyed("low 0\nhigh 0\nmax 6\noom 1\noom_kill 1\n");
         let m = memory_v2(1000, None, &stat, &events);
         assert_eq!(m.working_set_bytes, 800);
         assert_eq!((m.rss_bytes, m.cache_bytes), (300, 700));

@@ -2,6 +2,7 @@
 //! FIN, RST_STREAM or the end of the connection; shutting down or dropping the
 //! writer sends our FIN (half-close), as spdystream's `Stream.Close` does.
 
+use crate::chunks::ChunkReceiver;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,8 +43,7 @@ pub struct Stream {
 /// The receiving half of a stream.
 pub struct StreamReader {
     id: StreamId,
-    inbound: mpsc::Receiver<Bytes>,
-    pending: Bytes,
+    inbound: ChunkReceiver,
     unacknowledged: usize,
     shared: Arc<Shared>,
 }
@@ -66,8 +66,7 @@ impl Stream {
     ) -> Self {
         let reader = StreamReader {
             id,
-            inbound,
-            pending: Bytes::new(),
+            inbound: ChunkReceiver::new(inbound),
             unacknowledged: 0,
             shared: shared.clone(),
         };
@@ -173,14 +172,7 @@ impl AsyncRead for StreamReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        while this.pending.is_empty() {
-            match ready!(this.inbound.poll_recv(cx)) {
-                Some(chunk) => this.pending = chunk,
-                None => return Poll::Ready(Ok(())),
-            }
-        }
-        let n = this.pending.len().min(buf.remaining());
-        buf.put_slice(&this.pending.split_to(n));
+        let n = ready!(this.inbound.poll_read(cx, buf))?;
         this.acknowledge(n);
         Poll::Ready(Ok(()))
     }
