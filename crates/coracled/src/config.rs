@@ -126,9 +126,10 @@ pub struct NetworkConfig {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// The built-in network's bridge.
     pub bridge: String,
-    /// The pod IPv4 range of the built-in network.
+    /// The pod IPv4 range of the built-in network until kubelet sets the node's
+    /// pod CIDR; empty for IPv6 only.
     pub subnet_v4: String,
-    /// An IPv6 range for dual stack; empty for IPv4 only.
+    /// An IPv6 range for dual stack (or IPv6 only); empty for IPv4 only.
     pub subnet_v6: String,
     pub mtu: u32,
     /// Masquerade traffic leaving the pod ranges.
@@ -194,7 +195,7 @@ impl NetworkConfig {
     pub fn bridge_config(&self) -> coracle_net::BridgeConfig {
         coracle_net::BridgeConfig {
             bridge: self.bridge.clone(),
-            subnet_v4: self.subnet_v4.clone(),
+            subnet_v4: (!self.subnet_v4.is_empty()).then(|| self.subnet_v4.clone()),
             subnet_v6: (!self.subnet_v6.is_empty()).then(|| self.subnet_v6.clone()),
             mtu: self.mtu,
             masquerade: self.masquerade,
@@ -306,8 +307,16 @@ impl Config {
 
     fn validate_network(&self) -> Result<(), ConfigError> {
         let network = &self.network;
-        validate_subnet("network.subnet_v4", &network.subnet_v4)?;
-        // Empty means IPv4 only.
+        // Empty means that family is off; one of the two is needed.
+        if network.subnet_v4.is_empty() && network.subnet_v6.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "network.subnet_v4",
+                reason: "no pod range: set subnet_v4, subnet_v6 or both".into(),
+            });
+        }
+        if !network.subnet_v4.is_empty() {
+            validate_subnet("network.subnet_v4", &network.subnet_v4)?;
+        }
         if !network.subnet_v6.is_empty() {
             validate_subnet("network.subnet_v6", &network.subnet_v6)?;
         }
@@ -396,6 +405,18 @@ mod tests {
         config.network.subnet_v4 = "10.88.0.0/33".into();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("network.subnet_v4"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_only_is_allowed_but_no_range_at_all_is_not() {
+        let mut config = Config::default();
+        config.network.subnet_v4 = String::new();
+        config.network.subnet_v6 = "fd00:88::/64".into();
+        config.validate().unwrap();
+        assert_eq!(config.network.bridge_config().subnet_v4, None);
+        config.network.subnet_v6 = String::new();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("no pod range"), "{err}");
     }
 
     #[test]

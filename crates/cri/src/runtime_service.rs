@@ -19,10 +19,6 @@ use crate::{events, pod_metrics, stats};
 
 type Rpc<T> = Result<Response<T>, Status>;
 
-fn unimplemented<T>(rpc: &'static str) -> Rpc<T> {
-    Err(CriError::unimplemented(rpc).into())
-}
-
 fn required_id<'a>(field: &'static str, id: &'a str) -> Result<&'a str, CriError> {
     if id.is_empty() {
         return Err(CriError::InvalidArgument {
@@ -321,9 +317,19 @@ impl RuntimeService for CriService {
 
     async fn update_runtime_config(
         &self,
-        _request: Request<v1::UpdateRuntimeConfigRequest>,
+        request: Request<v1::UpdateRuntimeConfigRequest>,
     ) -> Rpc<v1::UpdateRuntimeConfigResponse> {
-        unimplemented("UpdateRuntimeConfig")
+        let pod_cidr = request
+            .get_ref()
+            .runtime_config
+            .as_ref()
+            .and_then(|config| config.network_config.as_ref())
+            .map_or("", |network| network.pod_cidr.as_str());
+        self.runtime
+            .update_pod_cidr(pod_cidr)
+            .await
+            .map_err(CriError::from)?;
+        Ok(Response::new(v1::UpdateRuntimeConfigResponse {}))
     }
 
     async fn status(&self, request: Request<v1::StatusRequest>) -> Rpc<v1::StatusResponse> {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use coracle_runtime::{PodNetworkSummary, PodSubnetsSource};
 use k8s_cri::v1::{
     CgroupDriver as CriCgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition,
     RuntimeConfigResponse, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusResponse,
@@ -26,6 +27,8 @@ impl CriService {
                 "config".to_owned(),
                 self.options.effective_config_json.clone(),
             );
+            let network = network_info(&self.runtime.pod_network_summary().await);
+            info.insert("network".to_owned(), network.to_string());
         }
         StatusResponse {
             status: Some(RuntimeStatus { conditions }),
@@ -45,6 +48,29 @@ impl CriService {
                 cgroup_driver: cgroup_driver as i32,
             }),
         }
+    }
+}
+
+/// The pod network for `crictl info`: its mode and the ranges pods get addresses from.
+fn network_info(summary: &PodNetworkSummary) -> serde_json::Value {
+    match summary {
+        PodNetworkSummary::Bridge {
+            bridge,
+            pod_subnets,
+            source,
+        } => serde_json::json!({
+            "mode": "bridge",
+            "bridge": bridge,
+            "podCIDRs": pod_subnets.as_slice().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "podCIDRsFrom": match source {
+                PodSubnetsSource::Config => "config",
+                PodSubnetsSource::Kubelet => "kubelet",
+            },
+        }),
+        PodNetworkSummary::Cni { conf_dir } => serde_json::json!({
+            "mode": "cni",
+            "confDir": conf_dir,
+        }),
     }
 }
 

@@ -1,27 +1,37 @@
 //! The built-in pod network: one Linux bridge holding the gateway address of
 //! each pod subnet, one veth pair per pod, addresses from [`crate::ipam`], and
 //! masquerade and hostPort rules in Coracle's own nftables table.
+//!
+//! The pod subnets come from the config until kubelet sets the node's pod CIDR
+//! ([`BridgeNetwork::set_pod_subnets`], persisted). Pods of an earlier subnet keep
+//! their addresses, gateway and masquerade until the last of them is gone.
 
 use std::fs;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use netlink_packet_route::link::InfoKind;
+use tokio::sync::RwLock;
 
 use crate::error::NetError;
 use crate::ipam::Ipam;
 use crate::netlink::{Link, Netlink, open_netns};
 use crate::nft::{HostPort, NftTable};
-use crate::subnet::Subnet;
+use crate::subnet::{PodSubnets, Subnet};
 
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
+/// In the IPAM dir: the pod subnets kubelet set, as it sent them.
+const POD_CIDR_FILE: &str = "pod-cidr";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BridgeConfig {
     pub bridge: String,
-    pub subnet_v4: String,
-    /// Dual stack when set.
+    /// The IPv4 pod range; with `subnet_v6` too, dual stack. At least one is set.
+    pub subnet_v4: Option<String>,
+    /// The IPv6 pod range.
     pub subnet_v6: Option<String>,
     pub mtu: u32,
     /// Masquerade traffic from the pod subnets to anywhere else.
@@ -37,7 +47,7 @@ impl Default for BridgeConfig {
     fn default() -> Self {
         Self {
             bridge: "coracle0".into(),
-            subnet_v4: "10.88.0.0/16".into(),
+            subnet_v4: Some("10.88.0.0/16".into()),
             subnet_v6: None,
             mtu: 1500,
             masquerade: true,
@@ -52,20 +62,51 @@ impl Default for BridgeConfig {
 pub struct PodNetwork {
     /// IPv4 first, then IPv6 when dual stack.
     pub ips: Vec<IpAddr>,
-    pub gateway_v4: Ipv4Addr,
+    pub gateway_v4: Option<Ipv4Addr>,
     pub gateway_v6: Option<Ipv6Addr>,
     pub host_veth: String,
+}
+
+/// Where the pod subnets in use came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodSubnetsSource {
+    Config,
+    /// `UpdateRuntimeConfig`: the node's pod CIDR.
+    Kubelet,
+}
+
+/// The pod subnets new addresses come from, and their IPAM.
+#[derive(Debug)]
+struct Allocation {
+    subnets: PodSubnets,
+    source: PodSubnetsSource,
+    ipam: Ipam,
+}
+
+impl Allocation {
+    fn gateway_v4(&self) -> Option<Ipv4Addr> {
+        match self.subnets.ipv4()?.gateway() {
+            IpAddr::V4(gateway) => Some(gateway),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    fn gateway_v6(&self) -> Option<Ipv6Addr> {
+        match self.subnets.ipv6()?.gateway() {
+            IpAddr::V6(gateway) => Some(gateway),
+            IpAddr::V4(_) => None,
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct BridgeNetwork {
     config: BridgeConfig,
-    subnet_v4: Subnet,
-    subnet_v6: Option<Subnet>,
-    gateway_v4: Ipv4Addr,
-    gateway_v6: Option<Ipv6Addr>,
-    ipam: Ipam,
+    ipam_dir: PathBuf,
     nft: NftTable,
+    /// Read for the whole of an attach and while converging; written only to
+    /// change the pod subnets, so no attach allocates from a subnet being retired.
+    allocation: RwLock<Allocation>,
 }
 
 /// What a failed attach made and must undo.
@@ -77,44 +118,36 @@ struct Made {
 
 impl BridgeNetwork {
     /// Loads IPAM state from `ipam_dir` (persisted: an address is never handed
-    /// out twice, even across restarts) and checks the config.
+    /// out twice, even across restarts) and checks the config. The pod subnets
+    /// kubelet set, when it did, win over the config's.
     pub fn new(config: BridgeConfig, ipam_dir: &Path) -> Result<Self, NetError> {
         validate_ifname("bridge", &config.bridge)?;
-        let subnet_v4: Subnet = config.subnet_v4.parse()?;
-        let IpAddr::V4(gateway_v4) = subnet_v4.gateway() else {
-            return Err(invalid_config("subnet_v4", "not an IPv4 subnet"));
-        };
-        let subnet_v6 = config
-            .subnet_v6
-            .as_deref()
-            .map(str::parse::<Subnet>)
-            .transpose()?;
-        let gateway_v6 = match subnet_v6.map(|subnet| subnet.gateway()) {
-            None => None,
-            Some(IpAddr::V6(gateway)) => Some(gateway),
-            Some(IpAddr::V4(_)) => {
-                return Err(invalid_config("subnet_v6", "not an IPv6 subnet"));
-            }
-        };
-        // 68 is IPv4's minimum; IPv6 needs 1280.
-        let min_mtu = if subnet_v6.is_some() { 1280 } else { 68 };
-        if !(min_mtu..=65535).contains(&config.mtu) {
-            return Err(invalid_config(
-                "mtu",
-                &format!("{} is out of range", config.mtu),
-            ));
-        }
+        let configured = config_subnets(&config)?;
+        check_mtu(config.mtu, &configured)?;
         let nft = NftTable::new(&config.nft_table)?;
-        let subnets: Vec<Subnet> = std::iter::once(subnet_v4).chain(subnet_v6).collect();
-        let ipam = Ipam::open(ipam_dir, &subnets)?;
+        let (subnets, source) = match read_pod_cidr(ipam_dir, config.mtu) {
+            Some(from_kubelet) => {
+                if from_kubelet != configured {
+                    tracing::info!(
+                        pod_cidr = %from_kubelet,
+                        config = %configured,
+                        "pod subnets: the pod CIDR kubelet set, not the config's"
+                    );
+                }
+                (from_kubelet, PodSubnetsSource::Kubelet)
+            }
+            None => (configured, PodSubnetsSource::Config),
+        };
+        let ipam = Ipam::open(ipam_dir, subnets.as_slice())?;
         Ok(Self {
             config,
-            subnet_v4,
-            subnet_v6,
-            gateway_v4,
-            gateway_v6,
-            ipam,
+            ipam_dir: ipam_dir.to_owned(),
             nft,
+            allocation: RwLock::new(Allocation {
+                subnets,
+                source,
+                ipam,
+            }),
         })
     }
 
@@ -122,34 +155,102 @@ impl BridgeNetwork {
         &self.config
     }
 
-    fn subnets(&self) -> Vec<Subnet> {
-        std::iter::once(self.subnet_v4)
-            .chain(self.subnet_v6)
-            .collect()
+    /// The subnets new pods get addresses from, and where they came from.
+    pub async fn pod_subnets(&self) -> (PodSubnets, PodSubnetsSource) {
+        let allocation = self.allocation.read().await;
+        (allocation.subnets.clone(), allocation.source)
+    }
+
+    /// Makes `subnets` (kubelet's pod CIDR) the ones new pods get addresses from,
+    /// persisted so a restart keeps them, and converges the bridge: its gateway
+    /// addresses and the masquerade rules follow. Pods holding addresses of the
+    /// earlier subnets keep them, with their gateway, until they are gone.
+    /// Returns whether the subnets changed; the same subnets again are a no-op.
+    pub async fn set_pod_subnets(&self, subnets: PodSubnets) -> Result<bool, NetError> {
+        check_mtu(self.config.mtu, &subnets)?;
+        let mut allocation = self.allocation.write().await;
+        if allocation.subnets == subnets {
+            if allocation.source != PodSubnetsSource::Kubelet {
+                write_pod_cidr(&self.ipam_dir, &subnets)?;
+                allocation.source = PodSubnetsSource::Kubelet;
+            }
+            return Ok(false);
+        }
+        check_gateways_free(&allocation.ipam, &subnets)?;
+        let ipam = Ipam::open(&self.ipam_dir, subnets.as_slice())?;
+        write_pod_cidr(&self.ipam_dir, &subnets)?;
+        tracing::info!(from = %allocation.subnets, to = %subnets, "pod subnets changed");
+        *allocation = Allocation {
+            subnets,
+            source: PodSubnetsSource::Kubelet,
+            ipam,
+        };
+        self.converge(&allocation).await?;
+        Ok(true)
     }
 
     /// Creates the bridge if missing (the first host of each subnet as its
     /// address, up), sets up Coracle's nftables table (with masquerade when
-    /// configured) and turns on forwarding when configured. Idempotent.
+    /// configured), turns on forwarding when configured, and retires earlier
+    /// pod subnets no pod uses any more. Idempotent.
     pub async fn ensure_ready(&self) -> Result<(), NetError> {
+        let allocation = self.allocation.read().await;
+        self.converge(&allocation).await
+    }
+
+    async fn converge(&self, allocation: &Allocation) -> Result<(), NetError> {
         let netlink = Netlink::connect()?;
         let bridge = self.ensure_bridge(&netlink).await?;
-        for subnet in self.subnets() {
+        // Earlier subnets first: an unused one's gateway goes before the current
+        // ones are (re)added, in case the two share an address.
+        let in_use = self
+            .retire_unused_subnets(&netlink, &bridge, allocation)
+            .await?;
+        let mut subnets = allocation.subnets.as_slice().to_vec();
+        subnets.extend(in_use);
+        for subnet in &subnets {
             netlink
                 .add_address(&bridge, subnet.gateway(), subnet.prefix())
                 .await?;
         }
         netlink.set_up(&bridge).await?;
         let masquerade = if self.config.masquerade {
-            self.subnets()
+            subnets.clone()
         } else {
             Vec::new()
         };
         self.nft.ensure(&masquerade).await?;
         if self.config.enable_ip_forward {
-            enable_ip_forwarding(self.subnet_v6.is_some())?;
+            enable_ip_forwarding(
+                subnets.iter().any(Subnet::is_ipv4),
+                subnets.iter().any(|subnet| !subnet.is_ipv4()),
+            )?;
         }
         Ok(())
+    }
+
+    /// Removes the pools, and the bridge addresses, of earlier subnets no pod
+    /// holds an address in; returns the earlier subnets still in use.
+    async fn retire_unused_subnets(
+        &self,
+        netlink: &Netlink,
+        bridge: &Link,
+        allocation: &Allocation,
+    ) -> Result<Vec<Subnet>, NetError> {
+        let mut in_use = Vec::new();
+        for pool in allocation.ipam.earlier_pools()? {
+            let subnet = pool.subnet();
+            if !pool.is_unused()? {
+                in_use.push(subnet);
+                continue;
+            }
+            netlink
+                .delete_address(bridge, subnet.gateway(), subnet.prefix())
+                .await?;
+            pool.remove()?;
+            tracing::info!(%subnet, "earlier pod subnet retired: no pod holds an address in it");
+        }
+        Ok(in_use)
     }
 
     async fn ensure_bridge(&self, netlink: &Netlink) -> Result<Link, NetError> {
@@ -192,7 +293,8 @@ impl BridgeNetwork {
             return Ok(Some(format!("bridge {name} is down")));
         }
         let addresses = netlink.addresses_of(&bridge).await?;
-        for subnet in self.subnets() {
+        let subnets = self.allocation.read().await.subnets.clone();
+        for subnet in subnets.as_slice() {
             if !addresses.contains(&subnet.gateway()) {
                 return Ok(Some(format!(
                     "bridge {name} lacks its gateway address {}",
@@ -200,7 +302,7 @@ impl BridgeNetwork {
                 )));
             }
         }
-        if self.config.enable_ip_forward && !ip_forwarding_on() {
+        if self.config.enable_ip_forward && subnets.ipv4().is_some() && !ip_forwarding_on() {
             return Ok(Some(
                 "ip forwarding is off (net.ipv4.ip_forward): pods cannot reach beyond the node"
                     .to_owned(),
@@ -229,27 +331,38 @@ impl BridgeNetwork {
         validate_ifname("ifname", ifname)?;
         let host_veth = veth_name(pod_id);
         let netlink = Netlink::connect()?;
+        let allocation = self.allocation.read().await;
         let mut made = Made::default();
         match self
-            .wire_pod(&netlink, &mut made, pod_id, &host_veth, netns_path, ifname)
+            .wire_pod(
+                &netlink,
+                &allocation,
+                &mut made,
+                pod_id,
+                &host_veth,
+                netns_path,
+                ifname,
+            )
             .await
         {
             Ok(ips) => Ok(PodNetwork {
                 ips,
-                gateway_v4: self.gateway_v4,
-                gateway_v6: self.gateway_v6,
+                gateway_v4: allocation.gateway_v4(),
+                gateway_v6: allocation.gateway_v6(),
                 host_veth,
             }),
             Err(err) => {
-                self.roll_back(&netlink, made, pod_id).await;
+                self.roll_back(&netlink, &allocation, made, pod_id).await;
                 Err(err)
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     async fn wire_pod(
         &self,
         netlink: &Netlink,
+        allocation: &Allocation,
         made: &mut Made,
         pod_id: &str,
         host_veth: &str,
@@ -260,9 +373,9 @@ impl BridgeNetwork {
         let bridge = netlink.require_link(&self.config.bridge).await?;
         remove_stale_veth(netlink, host_veth, pod_id).await?;
         // A retried attach (after a crash or a timeout) starts from a clean slate.
-        self.ipam.release(pod_id)?;
+        allocation.ipam.release(pod_id)?;
         made.ips = true;
-        let ips = self.ipam.allocate(pod_id)?;
+        let ips = allocation.ipam.allocate(pod_id)?;
         netlink
             .create_veth_into_netns(host_veth, ifname, &netns, self.config.mtu)
             .await
@@ -272,36 +385,18 @@ impl BridgeNetwork {
         // First thing after creation: the alias marks the veth as this pod's
         // (the kernel ignores IFLA_IFALIAS in RTM_NEWLINK, so it takes this call).
         netlink.attach_to_bridge(&veth, &bridge, pod_id).await?;
-        self.configure_inside_pod(&netns, netns_path, ifname, &ips)
-            .await?;
+        configure_inside_pod(&allocation.subnets, &netns, netns_path, ifname, &ips).await?;
         Ok(ips)
     }
 
-    async fn configure_inside_pod(
-        &self,
-        netns: &fs::File,
-        netns_path: &Path,
-        ifname: &str,
-        ips: &[IpAddr],
-    ) -> Result<(), NetError> {
-        let pod = Netlink::connect_in_netns(netns, netns_path).await?;
-        let lo = pod.require_link("lo").await?;
-        pod.set_up(&lo).await?;
-        let eth = pod.require_link(ifname).await?;
-        // The IPAM hands out one address per subnet, in `subnets()` order.
-        for (&ip, subnet) in ips.iter().zip(self.subnets()) {
-            pod.add_address(&eth, ip, subnet.prefix()).await?;
-        }
-        pod.set_up(&eth).await?;
-        pod.add_default_route_v4(&eth, self.gateway_v4).await?;
-        if let Some(gateway) = self.gateway_v6 {
-            pod.add_default_route_v6(&eth, gateway).await?;
-        }
-        Ok(())
-    }
-
     /// Best effort: the attach error is what the caller needs to see.
-    async fn roll_back(&self, netlink: &Netlink, made: Made, pod_id: &str) {
+    async fn roll_back(
+        &self,
+        netlink: &Netlink,
+        allocation: &Allocation,
+        made: Made,
+        pod_id: &str,
+    ) {
         if let Some(name) = made.veth {
             let deleted = match netlink.link_by_name(&name).await {
                 Ok(Some(link)) => netlink.delete_link(&link).await,
@@ -313,7 +408,7 @@ impl BridgeNetwork {
             }
         }
         if made.ips {
-            if let Err(err) = self.ipam.release(pod_id) {
+            if let Err(err) = allocation.ipam.release(pod_id) {
                 tracing::warn!(pod_id, %err, "roll back a failed attach");
             }
         }
@@ -342,34 +437,41 @@ impl BridgeNetwork {
         if had_host_ports {
             self.nft.remove_pod_rules(pod_id).await?;
         }
-        self.ipam.release(pod_id)?;
+        let allocation = self.allocation.read().await;
+        let freed = allocation.ipam.release(pod_id)?;
+        // The last pod of an earlier subnet takes its gateway and masquerade along.
+        if freed.iter().any(|&ip| !allocation.subnets.contains(ip)) {
+            if let Err(err) = self.converge(&allocation).await {
+                tracing::warn!(pod_id, %err, "retire an earlier pod subnet");
+            }
+        }
         Ok(())
     }
 
-    /// Publishes pod ports on the node as DNAT rules in Coracle's table; `detach`
+    /// Publishes pod ports on the node as DNAT rules in Coracle's table, for
+    /// each of the pod's addresses (IPv4 and IPv6 on dual stack); `detach`
     /// removes them.
     pub async fn add_port_mappings(
         &self,
         pod_id: &str,
-        pod_ip: IpAddr,
+        pod_ips: &[IpAddr],
         mappings: &[HostPort],
     ) -> Result<(), NetError> {
         validate_pod_id(pod_id)?;
-        self.nft.add_port_mappings(pod_id, pod_ip, mappings).await
+        self.nft.add_port_mappings(pod_id, pod_ips, mappings).await
     }
 
     /// Addresses the pod holds, from the persisted IPAM state (for recovery).
-    pub fn addresses_of(&self, pod_id: &str) -> Result<Vec<IpAddr>, NetError> {
-        self.ipam.addresses_of(pod_id)
+    pub async fn addresses_of(&self, pod_id: &str) -> Result<Vec<IpAddr>, NetError> {
+        self.allocation.read().await.ipam.addresses_of(pod_id)
     }
 
     /// Pods that hold an address here or a veth on this bridge, for recovery after a
     /// restart: the daemon detaches those it has no record of, so a crash at
     /// any point leaks neither addresses nor veths.
     pub async fn known_pods(&self) -> Result<Vec<String>, NetError> {
-        let mut pods: Vec<String> = self
-            .ipam
-            .pools()
+        let pools = self.allocation.read().await.ipam.all_pools()?;
+        let mut pods: Vec<String> = pools
             .iter()
             .map(|pool| pool.leases())
             .collect::<Result<Vec<_>, _>>()?
@@ -405,6 +507,123 @@ impl BridgeNetwork {
         }
         self.nft.delete().await
     }
+}
+
+async fn configure_inside_pod(
+    subnets: &PodSubnets,
+    netns: &fs::File,
+    netns_path: &Path,
+    ifname: &str,
+    ips: &[IpAddr],
+) -> Result<(), NetError> {
+    let pod = Netlink::connect_in_netns(netns, netns_path).await?;
+    let lo = pod.require_link("lo").await?;
+    pod.set_up(&lo).await?;
+    let eth = pod.require_link(ifname).await?;
+    // The IPAM hands out one address per subnet, in the subnets' order.
+    for (&ip, subnet) in ips.iter().zip(subnets.as_slice()) {
+        pod.add_address(&eth, ip, subnet.prefix()).await?;
+    }
+    pod.set_up(&eth).await?;
+    for subnet in subnets.as_slice() {
+        match subnet.gateway() {
+            IpAddr::V4(gateway) => pod.add_default_route_v4(&eth, gateway).await?,
+            IpAddr::V6(gateway) => pod.add_default_route_v6(&eth, gateway).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The config's subnets, checked: each of its family, at least one.
+fn config_subnets(config: &BridgeConfig) -> Result<PodSubnets, NetError> {
+    let mut subnets = Vec::new();
+    if let Some(text) = &config.subnet_v4 {
+        let subnet: Subnet = text.parse()?;
+        if !subnet.is_ipv4() {
+            return Err(invalid_config("subnet_v4", "not an IPv4 subnet"));
+        }
+        subnets.push(subnet);
+    }
+    if let Some(text) = &config.subnet_v6 {
+        let subnet: Subnet = text.parse()?;
+        if subnet.is_ipv4() {
+            return Err(invalid_config("subnet_v6", "not an IPv6 subnet"));
+        }
+        subnets.push(subnet);
+    }
+    if subnets.is_empty() {
+        return Err(invalid_config(
+            "subnet_v4",
+            "no pod subnet: set subnet_v4, subnet_v6 or both",
+        ));
+    }
+    Ok(PodSubnets::new(subnets)?)
+}
+
+fn check_mtu(mtu: u32, subnets: &PodSubnets) -> Result<(), NetError> {
+    // 68 is IPv4's minimum; IPv6 needs 1280.
+    let min_mtu = if subnets.ipv6().is_some() { 1280 } else { 68 };
+    if !(min_mtu..=65535).contains(&mtu) {
+        return Err(invalid_config(
+            "mtu",
+            &format!("{mtu} is out of range for pod subnets {subnets}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A new subnet's gateway must not be an address a pod of an earlier subnet holds.
+fn check_gateways_free(ipam: &Ipam, subnets: &PodSubnets) -> Result<(), NetError> {
+    for pool in ipam.all_pools()? {
+        for (addr, pod_id) in pool.leases()? {
+            if let Some(subnet) = subnets.as_slice().iter().find(|s| s.gateway() == addr) {
+                return Err(NetError::GatewayHeldByPod {
+                    subnet: subnet.to_string(),
+                    gateway: addr,
+                    pod_id,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pod subnets kubelet set, if it did and the file is sound.
+fn read_pod_cidr(ipam_dir: &Path, mtu: u32) -> Option<PodSubnets> {
+    let path = ipam_dir.join(POD_CIDR_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return None,
+        Err(err) => {
+            tracing::warn!(path = %path.display(), %err, "pod CIDR from kubelet unreadable: using the config's subnets");
+            return None;
+        }
+    };
+    let parsed = text
+        .trim()
+        .parse::<PodSubnets>()
+        .map_err(NetError::from)
+        .and_then(|subnets| check_mtu(mtu, &subnets).map(|()| subnets));
+    match parsed {
+        Ok(subnets) => Some(subnets),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), %err, "pod CIDR from kubelet unusable: using the config's subnets");
+            None
+        }
+    }
+}
+
+/// Written to a temp file and renamed, so a crash leaves the old or the new.
+fn write_pod_cidr(ipam_dir: &Path, subnets: &PodSubnets) -> Result<(), NetError> {
+    let path = ipam_dir.join(POD_CIDR_FILE);
+    let temp = ipam_dir.join(format!(".{POD_CIDR_FILE}.tmp"));
+    let write = || -> io::Result<()> {
+        fs::create_dir_all(ipam_dir)?;
+        fs::write(&temp, format!("{subnets}\n"))?;
+        fs::File::open(&temp)?.sync_all()?;
+        fs::rename(&temp, &path)
+    };
+    write().map_err(|source| NetError::Ipam { path, source })
 }
 
 /// The host-side veth name: "cor" + 11 hex digits of a stable hash of the pod
@@ -508,12 +727,12 @@ fn ip_forwarding_on() -> bool {
     fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|value| value.trim() == "1")
 }
 
-fn enable_ip_forwarding(ipv6: bool) -> Result<(), NetError> {
-    let mut paths = vec!["/proc/sys/net/ipv4/ip_forward"];
-    if ipv6 {
-        paths.push("/proc/sys/net/ipv6/conf/all/forwarding");
-    }
-    for path in paths {
+fn enable_ip_forwarding(ipv4: bool, ipv6: bool) -> Result<(), NetError> {
+    let paths = [
+        (ipv4, "/proc/sys/net/ipv4/ip_forward"),
+        (ipv6, "/proc/sys/net/ipv6/conf/all/forwarding"),
+    ];
+    for (_, path) in paths.into_iter().filter(|(wanted, _)| *wanted) {
         fs::write(path, "1").map_err(|source| NetError::Sysctl {
             path: path.to_owned(),
             source,
@@ -547,6 +766,81 @@ mod tests {
     }
 
     #[test]
+    fn the_pod_cidr_kubelet_set_wins_over_the_config_unless_unusable() {
+        let temp = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let subnets_of = |dir: &Path, config: BridgeConfig| {
+            let network = BridgeNetwork::new(config, dir).unwrap();
+            runtime.block_on(network.pod_subnets())
+        };
+        let (subnets, source) = subnets_of(temp.path(), BridgeConfig::default());
+        assert_eq!(subnets.to_string(), "10.88.0.0/16");
+        assert_eq!(source, PodSubnetsSource::Config);
+
+        fs::write(
+            temp.path().join(POD_CIDR_FILE),
+            "10.244.1.0/24,fd00:244:1::/64\n",
+        )
+        .unwrap();
+        let (subnets, source) = subnets_of(temp.path(), BridgeConfig::default());
+        assert_eq!(subnets.to_string(), "10.244.1.0/24,fd00:244:1::/64");
+        assert_eq!(source, PodSubnetsSource::Kubelet);
+
+        // IPv6 needs an MTU of 1280: with a smaller one the config's range is used.
+        let small_mtu = BridgeConfig {
+            mtu: 1200,
+            ..Default::default()
+        };
+        let (subnets, source) = subnets_of(temp.path(), small_mtu);
+        assert_eq!(
+            (subnets.to_string(), source),
+            ("10.88.0.0/16".to_owned(), PodSubnetsSource::Config)
+        );
+
+        fs::write(temp.path().join(POD_CIDR_FILE), "garbage").unwrap();
+        let (subnets, source) = subnets_of(temp.path(), BridgeConfig::default());
+        assert_eq!(
+            (subnets.to_string(), source),
+            ("10.88.0.0/16".to_owned(), PodSubnetsSource::Config)
+        );
+    }
+
+    #[test]
+    fn a_pod_cidr_whose_gateway_a_pod_holds_is_refused_and_changes_nothing() {
+        let temp = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let network = BridgeNetwork::new(BridgeConfig::default(), temp.path()).unwrap();
+        fs::write(temp.path().join("10.88.0.0_16/10.88.4.1"), "old-pod").unwrap();
+        let err = runtime
+            .block_on(network.set_pod_subnets("10.88.4.0/24".parse().unwrap()))
+            .unwrap_err();
+        assert!(matches!(err, NetError::GatewayHeldByPod { .. }), "{err}");
+        assert!(err.to_string().contains("held by pod old-pod"), "{err}");
+        let (subnets, source) = runtime.block_on(network.pod_subnets());
+        assert_eq!(subnets.to_string(), "10.88.0.0/16");
+        assert_eq!(source, PodSubnetsSource::Config);
+        assert!(!temp.path().join(POD_CIDR_FILE).exists());
+        assert!(!temp.path().join("10.88.4.0_24").exists());
+
+        let mtu_too_small = BridgeNetwork::new(
+            BridgeConfig {
+                mtu: 1200,
+                ..Default::default()
+            },
+            temp.path(),
+        )
+        .unwrap();
+        let err = runtime
+            .block_on(mtu_too_small.set_pod_subnets("10.88.0.0/16,fd00::/64".parse().unwrap()))
+            .unwrap_err();
+        assert!(err.to_string().contains("mtu"), "{err}");
+    }
+
+    #[test]
     fn config_is_checked() {
         let temp = tempfile::tempdir().unwrap();
         let check = |config: BridgeConfig| BridgeNetwork::new(config, temp.path());
@@ -557,7 +851,12 @@ mod tests {
                 ..Default::default()
             },
             BridgeConfig {
-                subnet_v4: "fd00::/64".into(),
+                subnet_v4: Some("fd00::/64".into()),
+                ..Default::default()
+            },
+            BridgeConfig {
+                subnet_v4: None,
+                subnet_v6: None,
                 ..Default::default()
             },
             BridgeConfig {
@@ -565,7 +864,7 @@ mod tests {
                 ..Default::default()
             },
             BridgeConfig {
-                subnet_v4: "10.88.0.1/16".into(),
+                subnet_v4: Some("10.88.0.1/16".into()),
                 ..Default::default()
             },
             BridgeConfig {

@@ -87,6 +87,11 @@ impl CniNetwork {
         }
     }
 
+    /// Where network configurations are read from.
+    pub fn conf_dir(&self) -> &Path {
+        &self.conf_dir
+    }
+
     /// Why CNI cannot give pods a network, for NetworkReady; `None` when it can.
     pub fn problem(&self) -> Option<String> {
         self.load_network_list().err().map(|err| err.to_string())

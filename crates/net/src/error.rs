@@ -20,6 +20,14 @@ pub enum NetError {
     },
     #[error("ipam {path}: {source}")]
     Ipam { path: PathBuf, source: io::Error },
+    #[error(
+        "pod subnet {subnet}: its gateway {gateway} is held by pod {pod_id} of an earlier subnet; stop that pod first"
+    )]
+    GatewayHeldByPod {
+        subnet: String,
+        gateway: IpAddr,
+        pod_id: String,
+    },
     #[error("subnet {subnet} is full: no free address for pod {pod_id}")]
     SubnetFull { subnet: String, pod_id: String },
     #[error("open a netlink socket: {0}")]
@@ -49,11 +57,11 @@ pub enum NetError {
     EnterNetns { path: PathBuf, source: nix::Error },
     #[error("the network namespace thread for {0} died")]
     NetnsThread(PathBuf),
-    #[error("hostPort {host_port}->{pod_ip}:{container_port}: {reason}")]
+    #[error("hostPort {host_port}->{container_port} of the pod at {pod_ips:?}: {reason}")]
     InvalidPortMapping {
         host_port: u16,
         container_port: u16,
-        pod_ip: IpAddr,
+        pod_ips: Vec<IpAddr>,
         reason: &'static str,
     },
     #[error("run nft for table {table}: {source}")]

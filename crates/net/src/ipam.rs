@@ -6,6 +6,11 @@
 //! last handed-out address is remembered so allocation goes round the subnet
 //! instead of reusing a just-freed address (whose old conntrack and ARP entries
 //! may still point at a dead pod).
+//!
+//! When the pod subnets change (kubelet's pod CIDR, or a new config), the pools
+//! of the earlier subnets stay on disk while pods hold addresses in them: release
+//! looks in every pool, and a new pool that overlaps an old one never hands out
+//! an address (or the gateway) the old one still has.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -27,15 +32,44 @@ const MAX_PROBES: u128 = 1 << 20;
 pub struct SubnetPool {
     subnet: Subnet,
     dir: PathBuf,
+    /// Pools of other subnets that share addresses with this one: what they
+    /// hold, and their gateways, are taken here too.
+    overlapping: Vec<(Subnet, PathBuf)>,
 }
 
 impl SubnetPool {
     /// Opens (creating if needed) the pool directory for `subnet` under `root`.
     pub fn open(root: &Path, subnet: Subnet) -> Result<Self, NetError> {
-        let name = format!("{}_{}", subnet.network(), subnet.prefix());
-        let dir = root.join(name);
+        let dir = root.join(pool_dir_name(subnet));
         fs::create_dir_all(&dir).map_err(|source| ipam_error(&dir, source))?;
-        Ok(Self { subnet, dir })
+        Ok(Self {
+            subnet,
+            dir,
+            overlapping: Vec::new(),
+        })
+    }
+
+    /// The pools already under `root`, in no particular order.
+    fn existing(root: &Path) -> Result<Vec<Self>, NetError> {
+        let entries = match fs::read_dir(root) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(ipam_error(root, source)),
+        };
+        let mut pools = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| ipam_error(root, source))?;
+            let subnet = entry.file_name().to_str().and_then(subnet_of_pool_dir);
+            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            if let (Some(subnet), true) = (subnet, is_dir) {
+                pools.push(Self {
+                    subnet,
+                    dir: entry.path(),
+                    overlapping: Vec::new(),
+                });
+            }
+        }
+        Ok(pools)
     }
 
     pub fn subnet(&self) -> Subnet {
@@ -114,8 +148,33 @@ impl SubnetPool {
         Ok(leases)
     }
 
+    /// No pod holds an address here.
+    pub fn is_unused(&self) -> Result<bool, NetError> {
+        Ok(self.leases()?.is_empty())
+    }
+
+    /// Deletes the pool, for that of an earlier subnet once [`Self::is_unused`]
+    /// (nothing allocates there any more, so it stays unused). Idempotent.
+    pub fn remove(&self) -> Result<(), NetError> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ipam_error(&self.dir, source)),
+        }
+    }
+
+    /// Held in an overlapping pool: leased there, or its gateway while it exists.
+    fn taken_elsewhere(&self, addr: IpAddr) -> bool {
+        self.overlapping.iter().any(|(subnet, dir)| {
+            dir.join(addr.to_string()).exists() || (subnet.gateway() == addr && dir.exists())
+        })
+    }
+
     /// Creates the address file; false when another pod holds the address.
     fn try_reserve(&self, addr: IpAddr, pod_id: &str) -> Result<bool, NetError> {
+        if self.taken_elsewhere(addr) {
+            return Ok(false);
+        }
         let path = self.dir.join(addr.to_string());
         let mut file = match OpenOptions::new()
             .write(true)
@@ -158,6 +217,16 @@ impl SubnetPool {
     }
 }
 
+/// `10.88.0.0_16`: the subnet with '_' for '/', which a file name cannot hold.
+fn pool_dir_name(subnet: Subnet) -> String {
+    format!("{}_{}", subnet.network(), subnet.prefix())
+}
+
+fn subnet_of_pool_dir(name: &str) -> Option<Subnet> {
+    let (network, prefix) = name.rsplit_once('_')?;
+    format!("{network}/{prefix}").parse().ok()
+}
+
 fn next_in_range(value: u128, first: u128, last: u128) -> u128 {
     if value >= last { first } else { value + 1 }
 }
@@ -169,23 +238,53 @@ fn ipam_error(path: &Path, source: io::Error) -> NetError {
     }
 }
 
-/// The pools of every configured subnet (one, or one per family for dual stack).
+/// The pools new addresses come from (one subnet, or one per family for dual
+/// stack), and those of earlier subnets still on disk under the same root.
 #[derive(Debug, Clone)]
 pub struct Ipam {
+    root: PathBuf,
     pools: Vec<SubnetPool>,
 }
 
 impl Ipam {
     pub fn open(root: &Path, subnets: &[Subnet]) -> Result<Self, NetError> {
-        let pools = subnets
-            .iter()
-            .map(|&subnet| SubnetPool::open(root, subnet))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { pools })
+        let existing = SubnetPool::existing(root)?;
+        let mut pools = Vec::with_capacity(subnets.len());
+        for &subnet in subnets {
+            let mut pool = SubnetPool::open(root, subnet)?;
+            pool.overlapping = existing
+                .iter()
+                .filter(|other| other.subnet != subnet && other.subnet.overlaps(&subnet))
+                .map(|other| (other.subnet, other.dir.clone()))
+                .collect();
+            pools.push(pool);
+        }
+        Ok(Self {
+            root: root.to_owned(),
+            pools,
+        })
     }
 
+    /// The pools addresses are allocated from.
     pub fn pools(&self) -> &[SubnetPool] {
         &self.pools
+    }
+
+    /// Every pool on disk: the current ones and those of earlier subnets.
+    pub fn all_pools(&self) -> Result<Vec<SubnetPool>, NetError> {
+        SubnetPool::existing(&self.root)
+    }
+
+    /// The pools on disk of subnets no longer allocated from.
+    pub fn earlier_pools(&self) -> Result<Vec<SubnetPool>, NetError> {
+        let mut pools = self.all_pools()?;
+        pools.retain(|pool| {
+            !self
+                .pools
+                .iter()
+                .any(|current| current.subnet == pool.subnet)
+        });
+        Ok(pools)
     }
 
     /// One address per subnet for `pod_id`, all or none.
@@ -205,18 +304,22 @@ impl Ipam {
         Ok(addrs)
     }
 
-    /// Frees all of `pod_id`'s addresses. Idempotent.
+    /// Frees all of `pod_id`'s addresses, in every pool on disk. Idempotent.
     pub fn release(&self, pod_id: &str) -> Result<Vec<IpAddr>, NetError> {
         let mut freed = Vec::new();
-        for pool in &self.pools {
+        for pool in self.all_pools()? {
             freed.extend(pool.release(pod_id)?);
         }
         Ok(freed)
     }
 
+    /// The addresses `pod_id` holds in any pool on disk, current pools first.
     pub fn addresses_of(&self, pod_id: &str) -> Result<Vec<IpAddr>, NetError> {
         let mut addrs = Vec::new();
         for pool in &self.pools {
+            addrs.extend(pool.addresses_of(pod_id)?);
+        }
+        for pool in self.earlier_pools()? {
             addrs.extend(pool.addresses_of(pod_id)?);
         }
         Ok(addrs)
@@ -364,6 +467,42 @@ mod tests {
         assert!(ipam.addresses_of("b").unwrap().is_empty());
         assert_eq!(ipam.release("a").unwrap().len(), 2);
         assert!(ipam.addresses_of("a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn addresses_of_an_earlier_subnet_are_released_and_never_handed_out_twice() {
+        let temp = tempfile::tempdir().unwrap();
+        let old = Ipam::open(temp.path(), &["10.1.0.0/16".parse().unwrap()]).unwrap();
+        // A pod of the old range holds 10.1.4.2, inside the new range.
+        fs::write(temp.path().join("10.1.0.0_16/10.1.4.2"), "old-pod").unwrap();
+        assert_eq!(old.addresses_of("old-pod").unwrap(), [ip("10.1.4.2")]);
+        let new = Ipam::open(temp.path(), &["10.1.4.0/24".parse().unwrap()]).unwrap();
+        assert_eq!(new.allocate("a").unwrap(), [ip("10.1.4.3")]);
+        assert_eq!(new.addresses_of("old-pod").unwrap(), [ip("10.1.4.2")]);
+        let earlier: Vec<_> = new
+            .earlier_pools()
+            .unwrap()
+            .iter()
+            .map(|pool| pool.subnet().to_string())
+            .collect();
+        assert_eq!(earlier, ["10.1.0.0/16"]);
+        assert!(!new.earlier_pools().unwrap()[0].is_unused().unwrap());
+        assert_eq!(new.release("old-pod").unwrap(), [ip("10.1.4.2")]);
+        let old_pool = &new.earlier_pools().unwrap()[0];
+        assert!(old_pool.is_unused().unwrap());
+        old_pool.remove().unwrap();
+        assert!(new.earlier_pools().unwrap().is_empty());
+        assert!(!temp.path().join("10.1.0.0_16").exists());
+    }
+
+    #[test]
+    fn a_new_subnet_skips_the_gateway_of_an_earlier_one_it_covers() {
+        let temp = tempfile::tempdir().unwrap();
+        Ipam::open(temp.path(), &["10.1.4.0/24".parse().unwrap()]).unwrap();
+        // 10.0.0.0/8 covers 10.1.4.1, the old bridge address; start the scan just before it.
+        let new = Ipam::open(temp.path(), &["10.0.0.0/8".parse().unwrap()]).unwrap();
+        fs::write(new.pools()[0].dir.join(LAST_RESERVED), "10.1.4.0").unwrap();
+        assert_eq!(new.allocate("a").unwrap(), [ip("10.1.4.2")]);
     }
 
     #[test]

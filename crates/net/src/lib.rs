@@ -11,7 +11,7 @@ pub mod nft;
 pub mod pin;
 pub mod subnet;
 
-pub use bridge::{BridgeConfig, BridgeNetwork, PodNetwork, veth_name};
+pub use bridge::{BridgeConfig, BridgeNetwork, PodNetwork, PodSubnetsSource, veth_name};
 pub use cni::{CniError, CniNetwork, CniPodInfo, CniPortMapping};
 pub use error::NetError;
 pub use nft::{HostPort, Proto};
@@ -19,4 +19,4 @@ pub use pin::{
     NamespaceKind, PinError, PinSetup, PinnedNamespaces, pin_namespaces, unpin_namespaces,
     validate_sysctl,
 };
-pub use subnet::Subnet;
+pub use subnet::{PodSubnets, Subnet};

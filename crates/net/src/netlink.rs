@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use futures_util::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags};
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -195,23 +195,51 @@ impl Netlink {
     }
 
     pub async fn addresses_of(&self, link: &Link) -> Result<Vec<IpAddr>, NetError> {
-        let messages: Vec<_> = self
-            .handle
+        Ok(self
+            .address_messages(link)
+            .await?
+            .iter()
+            .filter_map(address_of)
+            .collect())
+    }
+
+    /// Deletes `addr/prefix` from the link; fine when it is not there.
+    pub async fn delete_address(
+        &self,
+        link: &Link,
+        addr: IpAddr,
+        prefix: u8,
+    ) -> Result<(), NetError> {
+        let found = self
+            .address_messages(link)
+            .await?
+            .into_iter()
+            .find(|message| {
+                message.header.prefix_len == prefix && address_of(message) == Some(addr)
+            });
+        let Some(message) = found else {
+            return Ok(());
+        };
+        match self.handle.address().del(message).execute().await {
+            Ok(()) => Ok(()),
+            // Deleted meanwhile.
+            Err(err) if errno_of(&err) == Some(nix::errno::Errno::EADDRNOTAVAIL as i32) => Ok(()),
+            Err(err) => Err(netlink_error(
+                "delete address",
+                format!("{addr}/{prefix} on {}", link.name),
+            )(err)),
+        }
+    }
+
+    async fn address_messages(&self, link: &Link) -> Result<Vec<AddressMessage>, NetError> {
+        self.handle
             .address()
             .get()
             .set_link_index_filter(link.index)
             .execute()
             .try_collect()
             .await
-            .map_err(netlink_error("list addresses", &link.name))?;
-        Ok(messages
-            .iter()
-            .flat_map(|message| &message.attributes)
-            .filter_map(|attr| match attr {
-                AddressAttribute::Address(addr) => Some(*addr),
-                _ => None,
-            })
-            .collect())
+            .map_err(netlink_error("list addresses", &link.name))
     }
 
     /// Creates a veth pair whose peer is born inside the namespace at `netns`
@@ -337,5 +365,12 @@ pub fn open_netns(path: &Path) -> Result<File, NetError> {
     File::open(path).map_err(|source| NetError::OpenNetns {
         path: path.to_owned(),
         source,
+    })
+}
+
+fn address_of(message: &AddressMessage) -> Option<IpAddr> {
+    message.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Address(addr) => Some(*addr),
+        _ => None,
     })
 }

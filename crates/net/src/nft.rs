@@ -114,47 +114,69 @@ impl NftTable {
     }
 
     /// DNAT rules for one pod's host ports, each tagged with the pod id so
-    /// [`NftTable::remove_pod_rules`] finds them.
+    /// [`NftTable::remove_pod_rules`] finds them. A mapping without a host ip
+    /// (or with 0.0.0.0 or ::) gets a rule per pod address, so a dual-stack pod
+    /// is reached over IPv4 and IPv6; one with a host ip, a rule for the pod
+    /// address of its family.
     pub fn port_mapping_rules(
         &self,
         pod_id: &str,
-        pod_ip: IpAddr,
+        pod_ips: &[IpAddr],
         mappings: &[HostPort],
     ) -> Result<String, NetError> {
-        let t = &self.name;
         let mut rules = String::new();
         for mapping in mappings {
             let invalid = |reason| NetError::InvalidPortMapping {
                 host_port: mapping.host_port,
                 container_port: mapping.container_port,
-                pod_ip,
+                pod_ips: pod_ips.to_vec(),
                 reason,
             };
             if mapping.host_port == 0 || mapping.container_port == 0 {
                 return Err(invalid("port 0"));
             }
-            let (nfproto, family, target) = match pod_ip {
-                IpAddr::V4(ip) => ("ipv4", "ip", format!("{ip}:{}", mapping.container_port)),
-                IpAddr::V6(ip) => ("ipv6", "ip6", format!("[{ip}]:{}", mapping.container_port)),
+            let targets: Vec<IpAddr> = match mapping.host_ip {
+                Some(host_ip) if !host_ip.is_unspecified() => pod_ips
+                    .iter()
+                    .copied()
+                    .filter(|ip| ip.is_ipv4() == host_ip.is_ipv4())
+                    .take(1)
+                    .collect(),
+                _ => pod_ips.to_vec(),
             };
-            let host_match = match mapping.host_ip {
-                // 0.0.0.0 and :: both mean every node address, whatever the family.
-                Some(host_ip) if host_ip.is_unspecified() => String::new(),
-                Some(host_ip) if host_ip.is_ipv4() != pod_ip.is_ipv4() => {
-                    return Err(invalid("host ip and pod ip are of different families"));
-                }
-                Some(host_ip) => format!("{family} daddr {host_ip} "),
-                None => String::new(),
-            };
-            let proto = mapping.protocol.name();
-            let _ = writeln!(
-                rules,
-                "add rule inet {t} {HOSTPORTS} meta nfproto {nfproto} {host_match}{proto} dport {} dnat {family} to {target} comment \"{}\"",
-                mapping.host_port,
-                pod_comment(pod_id),
-            );
+            if targets.is_empty() {
+                return Err(invalid("the pod has no address of the host ip's family"));
+            }
+            for pod_ip in targets {
+                self.write_dnat_rule(&mut rules, pod_id, pod_ip, mapping);
+            }
         }
         Ok(rules)
+    }
+
+    fn write_dnat_rule(
+        &self,
+        rules: &mut String,
+        pod_id: &str,
+        pod_ip: IpAddr,
+        mapping: &HostPort,
+    ) {
+        let (nfproto, family, target) = match pod_ip {
+            IpAddr::V4(ip) => ("ipv4", "ip", format!("{ip}:{}", mapping.container_port)),
+            IpAddr::V6(ip) => ("ipv6", "ip6", format!("[{ip}]:{}", mapping.container_port)),
+        };
+        let host_match = match mapping.host_ip {
+            Some(host_ip) if !host_ip.is_unspecified() => format!("{family} daddr {host_ip} "),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            rules,
+            "add rule inet {} {HOSTPORTS} meta nfproto {nfproto} {host_match}{} dport {} dnat {family} to {target} comment \"{}\"",
+            self.name,
+            mapping.protocol.name(),
+            mapping.host_port,
+            pod_comment(pod_id),
+        );
     }
 
     pub async fn ensure(&self, masquerade: &[Subnet]) -> Result<(), NetError> {
@@ -164,10 +186,10 @@ impl NftTable {
     pub async fn add_port_mappings(
         &self,
         pod_id: &str,
-        pod_ip: IpAddr,
+        pod_ips: &[IpAddr],
         mappings: &[HostPort],
     ) -> Result<(), NetError> {
-        let rules = self.port_mapping_rules(pod_id, pod_ip, mappings)?;
+        let rules = self.port_mapping_rules(pod_id, pod_ips, mappings)?;
         if rules.is_empty() {
             return Ok(());
         }
@@ -346,7 +368,7 @@ mod tests {
             },
         ];
         let rules = table()
-            .port_mapping_rules("pod1", "10.88.0.5".parse().unwrap(), &mappings)
+            .port_mapping_rules("pod1", &["10.88.0.5".parse().unwrap()], &mappings)
             .unwrap();
         assert_eq!(
             rules,
@@ -354,11 +376,43 @@ mod tests {
              add rule inet coracle hostports meta nfproto ipv4 ip daddr 192.0.2.2 udp dport 5353 dnat ip to 10.88.0.5:53 comment \"pod pod1\"\n"
         );
         let v6 = table()
-            .port_mapping_rules("pod1", "fd00::5".parse().unwrap(), &mappings[..1])
+            .port_mapping_rules("pod1", &["fd00::5".parse().unwrap()], &mappings[..1])
             .unwrap();
         assert!(
             v6.contains("meta nfproto ipv6 tcp dport 8080 dnat ip6 to [fd00::5]:80"),
             "{v6}"
+        );
+    }
+
+    #[test]
+    fn dual_stack_pods_get_a_rule_per_family_unless_a_host_ip_picks_one() {
+        let pod_ips = ["10.88.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+        let mapping = |host_ip: Option<&str>| HostPort {
+            protocol: Proto::Tcp,
+            container_port: 80,
+            host_port: 8080,
+            host_ip: host_ip.map(|ip| ip.parse().unwrap()),
+        };
+        let rules = |host_ip| {
+            table()
+                .port_mapping_rules("p", &pod_ips, &[mapping(host_ip)])
+                .unwrap()
+        };
+        let every_address = rules(None);
+        assert_eq!(
+            every_address,
+            "add rule inet coracle hostports meta nfproto ipv4 tcp dport 8080 dnat ip to 10.88.0.5:80 comment \"pod p\"\n\
+             add rule inet coracle hostports meta nfproto ipv6 tcp dport 8080 dnat ip6 to [fd00::5]:80 comment \"pod p\"\n"
+        );
+        assert_eq!(rules(Some("::")), every_address);
+        assert_eq!(rules(Some("0.0.0.0")), every_address);
+        assert_eq!(
+            rules(Some("2001:db8::7")),
+            "add rule inet coracle hostports meta nfproto ipv6 ip6 daddr 2001:db8::7 tcp dport 8080 dnat ip6 to [fd00::5]:80 comment \"pod p\"\n"
+        );
+        assert!(
+            rules(Some("192.0.2.2"))
+                .contains("ip daddr 192.0.2.2 tcp dport 8080 dnat ip to 10.88.0.5:80")
         );
     }
 
@@ -373,11 +427,15 @@ mod tests {
         let err = table()
             .port_mapping_rules(
                 "p",
-                "10.0.0.2".parse().unwrap(),
+                &["10.0.0.2".parse().unwrap()],
                 std::slice::from_ref(&mapping),
             )
             .unwrap_err();
-        assert!(err.to_string().contains("different families"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no address of the host ip's family"),
+            "{err}"
+        );
         let zero = HostPort {
             host_port: 0,
             host_ip: None,
@@ -385,7 +443,7 @@ mod tests {
         };
         assert!(
             table()
-                .port_mapping_rules("p", "10.0.0.2".parse().unwrap(), &[zero])
+                .port_mapping_rules("p", &["10.0.0.2".parse().unwrap()], &[zero])
                 .is_err()
         );
     }

@@ -48,6 +48,11 @@ impl Subnet {
         addr.is_ipv4() == self.is_ipv4() && bits(addr) & self.mask() == self.network_bits()
     }
 
+    /// Whether the two share an address (one then holds the other).
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        self.contains(other.network) || other.contains(self.network)
+    }
+
     /// The address whose integer value is `value` (which must be of this family).
     pub fn address_at(&self, value: u128) -> IpAddr {
         match self.network {
@@ -134,6 +139,86 @@ impl fmt::Display for Subnet {
     }
 }
 
+/// The pod ranges of the bridge network: IPv4, IPv6, or one of each (dual stack),
+/// IPv4 first. Written as kubelet sends a node's pod CIDRs: comma-separated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSubnets(Vec<Subnet>);
+
+impl PodSubnets {
+    pub fn new(mut subnets: Vec<Subnet>) -> Result<Self, SubnetError> {
+        let text = || {
+            subnets
+                .iter()
+                .map(Subnet::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let error = |reason| SubnetError {
+            text: text(),
+            reason,
+        };
+        if subnets.is_empty() {
+            return Err(error("no pod subnet"));
+        }
+        if subnets.len() > 2 {
+            return Err(error("at most one IPv4 and one IPv6 subnet"));
+        }
+        if subnets.len() == 2 && subnets[0].is_ipv4() == subnets[1].is_ipv4() {
+            return Err(error(
+                "two subnets of the same family: give one IPv4 and one IPv6",
+            ));
+        }
+        subnets.sort_by_key(|subnet| !subnet.is_ipv4());
+        Ok(Self(subnets))
+    }
+
+    pub fn as_slice(&self) -> &[Subnet] {
+        &self.0
+    }
+
+    pub fn ipv4(&self) -> Option<Subnet> {
+        self.0.iter().copied().find(Subnet::is_ipv4)
+    }
+
+    pub fn ipv6(&self) -> Option<Subnet> {
+        self.0.iter().copied().find(|subnet| !subnet.is_ipv4())
+    }
+
+    /// Whether `addr` is in one of the subnets.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.0.iter().any(|subnet| subnet.contains(addr))
+    }
+}
+
+impl FromStr for PodSubnets {
+    type Err = SubnetError;
+
+    /// `10.244.1.0/24`, `fd00:10:244:1::/64`, or both joined by a comma (spaces
+    /// around the parts are allowed).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let subnets = text
+            .split(',')
+            .map(|part| part.trim().parse::<Subnet>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(subnets).map_err(|err| SubnetError {
+            text: text.to_owned(),
+            ..err
+        })
+    }
+}
+
+impl fmt::Display for PodSubnets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, subnet) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{subnet}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +262,37 @@ mod tests {
             ("10.0.0.0/x", "not a number"),
         ] {
             let err = text.parse::<Subnet>().unwrap_err();
+            assert!(err.to_string().contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn overlapping_subnets_are_seen_from_either_side() {
+        let wide: Subnet = "10.88.0.0/16".parse().unwrap();
+        let inside: Subnet = "10.88.4.0/24".parse().unwrap();
+        let apart: Subnet = "10.89.0.0/24".parse().unwrap();
+        let v6: Subnet = "fd00::/64".parse().unwrap();
+        assert!(wide.overlaps(&inside) && inside.overlaps(&wide));
+        assert!(!wide.overlaps(&apart) && !apart.overlaps(&wide));
+        assert!(!wide.overlaps(&v6));
+    }
+
+    #[test]
+    fn pod_subnets_parse_as_kubelet_sends_them() {
+        let dual: PodSubnets = "fd00:10::/64, 10.244.1.0/24".parse().unwrap();
+        assert_eq!(dual.to_string(), "10.244.1.0/24,fd00:10::/64");
+        assert_eq!(dual.ipv4().unwrap().to_string(), "10.244.1.0/24");
+        assert_eq!(dual.ipv6().unwrap().to_string(), "fd00:10::/64");
+        assert!(dual.contains(ip("fd00:10::9")) && !dual.contains(ip("10.244.2.1")));
+        let v6_only: PodSubnets = "fd00:10::/64".parse().unwrap();
+        assert!(v6_only.ipv4().is_none());
+        for (text, reason) in [
+            ("", "expected"),
+            ("10.1.0.0/24,10.2.0.0/24", "same family"),
+            ("10.1.0.0/24,fd00::/64,fd01::/64", "at most one"),
+            ("10.1.0.1/24", "host bits"),
+        ] {
+            let err = text.parse::<PodSubnets>().unwrap_err();
             assert!(err.to_string().contains(reason), "{text}: {err}");
         }
     }

@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use coracle_net::{
-    BridgeConfig, BridgeNetwork, HostPort, NamespaceKind, NetError, PinSetup, Proto, Subnet,
-    pin_namespaces, unpin_namespaces, veth_name,
+    BridgeConfig, BridgeNetwork, HostPort, NamespaceKind, NetError, PinSetup, PodSubnets,
+    PodSubnetsSource, Proto, Subnet, pin_namespaces, unpin_namespaces, veth_name,
 };
 use nix::sched::{CloneFlags, setns};
 
@@ -45,10 +45,10 @@ impl TestNet {
     fn new(dual_stack: bool, masquerade: bool) -> Self {
         require_root();
         let pid = std::process::id();
-        let octet = free_test_octet(pid);
+        let octet = free_test_octet(234, pid);
         let config = BridgeConfig {
             bridge: format!("ct{}", pid % 100_000),
-            subnet_v4: format!("10.234.{octet}.0/24"),
+            subnet_v4: Some(format!("10.234.{octet}.0/24")),
             subnet_v6: dual_stack.then(|| format!("fd00:234:{octet}::/64")),
             // Not the usual 1500, so the test sees it was set.
             mtu: 1450,
@@ -77,7 +77,7 @@ impl TestNet {
     }
 
     fn subnet_v4(&self) -> Subnet {
-        self.config.subnet_v4.parse().unwrap()
+        self.config.subnet_v4.as_ref().unwrap().parse().unwrap()
     }
 
     /// A second BridgeNetwork on the same IPAM dir, as after a daemon restart.
@@ -106,12 +106,12 @@ impl Drop for TestNet {
     }
 }
 
-/// A third octet for 10.234.X.0/24 that no route on the host uses yet.
-fn free_test_octet(pid: u32) -> u32 {
+/// A third octet for 10.<second>.X.0/24 that no route on the host uses yet.
+fn free_test_octet(second: u8, pid: u32) -> u32 {
     let routes = fs::read_to_string("/proc/net/route").unwrap();
     let taken = |octet: u32| {
         // /proc/net/route prints destinations as little-endian hex.
-        let dest = format!("{:02X}{:02X}EA0A", 0, octet);
+        let dest = format!("{:02X}{:02X}{second:02X}0A", 0, octet);
         routes
             .lines()
             .any(|line| line.split('\t').nth(1) == Some(dest.as_str()))
@@ -208,7 +208,7 @@ async fn two_pods_get_distinct_addresses_and_reach_each_other_and_the_gateway() 
 
     let subnet = t.subnet_v4();
     let gateway = subnet.gateway();
-    assert_eq!(IpAddr::V4(a.gateway_v4), gateway);
+    assert_eq!(IpAddr::V4(a.gateway_v4.unwrap()), gateway);
     assert_eq!(a.ips.len(), 1);
     assert_ne!(a.ips[0], b.ips[0]);
     for (pod, netns) in [(&a, &netns_a), (&b, &netns_b)] {
@@ -250,8 +250,8 @@ async fn two_pods_get_distinct_addresses_and_reach_each_other_and_the_gateway() 
             pod.host_veth
         );
     }
-    assert!(t.net.addresses_of(&id("pod-a")).unwrap().is_empty());
-    assert!(t.net.addresses_of(&id("pod-b")).unwrap().is_empty());
+    assert!(t.net.addresses_of(&id("pod-a")).await.unwrap().is_empty());
+    assert!(t.net.addresses_of(&id("pod-b")).await.unwrap().is_empty());
     // The namespace is still pinned but its eth0 went with the host veth.
     assert!(busybox_in(&netns_a, &["ip", "link", "show", "eth0"]).is_err());
     // Detach twice is fine (repeated StopPodSandbox).
@@ -300,7 +300,7 @@ async fn ipam_does_not_hand_out_an_allocated_address_after_a_restart() {
     let (netns_a, netns_b) = (t.pod_netns(&id("pod-a")), t.pod_netns(&id("pod-b")));
     let a = t.net.attach(&id("pod-a"), &netns_a, "eth0").await.unwrap();
     let restarted = t.restarted();
-    assert_eq!(restarted.addresses_of(&id("pod-a")).unwrap(), a.ips);
+    assert_eq!(restarted.addresses_of(&id("pod-a")).await.unwrap(), a.ips);
     assert_eq!(restarted.known_pods().await.unwrap(), [id("pod-a")]);
     let b = restarted
         .attach(&id("pod-b"), &netns_b, "eth0")
@@ -329,7 +329,7 @@ async fn attach_to_a_path_that_is_not_a_namespace_leaves_no_veth_and_no_allocati
             "veth left by a failed attach"
         );
         assert!(
-            t.net.addresses_of(&id("pod-x")).unwrap().is_empty(),
+            t.net.addresses_of(&id("pod-x")).await.unwrap().is_empty(),
             "address leaked"
         );
     }
@@ -355,7 +355,7 @@ async fn attach_failing_inside_the_pod_rolls_back_the_veth_and_the_address() {
         "veth left by a failed attach"
     );
     assert!(
-        t.net.addresses_of(&id("pod-r")).unwrap().is_empty(),
+        t.net.addresses_of(&id("pod-r")).await.unwrap().is_empty(),
         "address leaked"
     );
     assert!(busybox_in(&netns, &["ip", "link", "show", "eth0"]).is_err());
@@ -374,7 +374,7 @@ async fn detach_after_the_namespace_is_gone_releases_everything() {
     unpin_namespaces(netns.parent().unwrap()).unwrap();
     t.net.detach(&id("pod-g")).await.unwrap();
     assert!(!link_exists(&pod.host_veth));
-    assert!(t.net.addresses_of(&id("pod-g")).unwrap().is_empty());
+    assert!(t.net.addresses_of(&id("pod-g")).await.unwrap().is_empty());
 }
 
 /// Accepts one TCP connection inside the namespace and answers `reply`.
@@ -437,7 +437,7 @@ async fn host_port_reaches_the_pod_from_the_node_and_goes_with_detach() {
     let netns = t.pod_netns(&pod_id);
     let pod = t.net.attach(&id("pod-h"), &netns, "eth0").await.unwrap();
     let pod_ip = pod.ips[0];
-    let gateway = IpAddr::V4(pod.gateway_v4);
+    let gateway = IpAddr::V4(pod.gateway_v4.unwrap());
     let host_port = 20_000 + (std::process::id() % 10_000) as u16;
     let mappings = [
         HostPort {
@@ -454,7 +454,7 @@ async fn host_port_reaches_the_pod_from_the_node_and_goes_with_detach() {
         },
     ];
     t.net
-        .add_port_mappings(&id("pod-h"), pod_ip, &mappings)
+        .add_port_mappings(&id("pod-h"), &[pod_ip], &mappings)
         .await
         .unwrap();
 
@@ -502,7 +502,7 @@ async fn masquerade_rule_lives_in_coracles_table_and_goes_with_it() {
     // Idempotent: a second run (daemon restart) does not duplicate rules.
     t.net.ensure_ready().await.unwrap();
     let table = list_table(&t.config.nft_table).unwrap();
-    let v4 = &t.config.subnet_v4;
+    let v4 = t.config.subnet_v4.as_ref().unwrap();
     let v6 = t.config.subnet_v6.as_ref().unwrap();
     let masquerade: Vec<_> = table
         .lines()
@@ -554,7 +554,8 @@ async fn dual_stack_pods_get_v6_addresses_and_reach_each_other() {
     ping(&netns_a, gateway_v6);
     ping(&netns_b, a.ips[0]);
 
-    // hostPort over IPv6: node -> [gateway]:port -> DNAT to the pod's v6 address.
+    // A hostPort of a dual-stack pod answers on both families: node ->
+    // [gateway]:port -> DNAT to the pod's address of the same family.
     let host_port = 30_000 + (std::process::id() % 10_000) as u16;
     let mapping = HostPort {
         protocol: Proto::Tcp,
@@ -563,7 +564,7 @@ async fn dual_stack_pods_get_v6_addresses_and_reach_each_other() {
         host_ip: None,
     };
     t.net
-        .add_port_mappings(&id("pod-a6"), a.ips[1], &[mapping])
+        .add_port_mappings(&id("pod-a6"), &a.ips, &[mapping])
         .await
         .unwrap();
     let server = serve_once_in_netns(&netns_a, 8080, "hello over v6");
@@ -572,10 +573,17 @@ async fn dual_stack_pods_get_v6_addresses_and_reach_each_other() {
         "hello over v6"
     );
     server.join().unwrap();
+    let server = serve_once_in_netns(&netns_a, 8080, "hello over v4");
+    let gateway_v4 = IpAddr::V4(a.gateway_v4.unwrap());
+    assert_eq!(
+        read_from(SocketAddr::new(gateway_v4, host_port)),
+        "hello over v4"
+    );
+    server.join().unwrap();
 
     t.net.detach(&id("pod-a6")).await.unwrap();
     t.net.detach(&id("pod-b6")).await.unwrap();
-    assert!(t.net.addresses_of(&id("pod-a6")).unwrap().is_empty());
+    assert!(t.net.addresses_of(&id("pod-a6")).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,4 +670,123 @@ async fn a_veth_of_another_pod_is_never_deleted() {
         .await
         .unwrap_err();
     assert!(matches!(err, NetError::VethNameTaken { .. }), "{err}");
+}
+
+/// The addresses on the test bridge, as `ip -o addr` prints them (addr/prefix).
+fn bridge_addresses(bridge: &str) -> Vec<String> {
+    let output = Command::new("ip")
+        .args(["-o", "addr", "show", "dev", bridge])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|word| *word == "inet" || *word == "inet6")?;
+            words.next().map(str::to_owned)
+        })
+        .filter(|addr| !addr.starts_with("fe80:"))
+        .collect()
+}
+
+#[tokio::test]
+async fn kubelets_pod_cidr_moves_new_pods_and_the_old_range_goes_with_its_last_pod() {
+    let mut t = TestNet::new(false, true);
+    t.net.ensure_ready().await.unwrap();
+    let old_v4 = t.subnet_v4();
+    let netns_old = t.pod_netns(&id("pod-old"));
+    let old = t
+        .net
+        .attach(&id("pod-old"), &netns_old, "eth0")
+        .await
+        .unwrap();
+    assert!(old_v4.contains(old.ips[0]));
+
+    let octet = free_test_octet(235, std::process::id());
+    let kubelets: PodSubnets = format!("fd00:235:{octet:x}::/64,10.235.{octet}.0/24")
+        .parse()
+        .unwrap();
+    let (new_v4, new_v6) = (kubelets.ipv4().unwrap(), kubelets.ipv6().unwrap());
+    assert!(t.net.set_pod_subnets(kubelets.clone()).await.unwrap());
+    assert_eq!(
+        t.net.pod_subnets().await,
+        (kubelets.clone(), PodSubnetsSource::Kubelet)
+    );
+    // The same CIDR again (kubelet resends it after its own restart) changes nothing.
+    assert!(!t.net.set_pod_subnets(kubelets.clone()).await.unwrap());
+
+    // The old pod keeps its address and gateway; the bridge serves both ranges.
+    let mut on_bridge = bridge_addresses(&t.config.bridge);
+    on_bridge.sort();
+    let mut expected = vec![
+        format!("{}/24", old_v4.gateway()),
+        format!("{}/24", new_v4.gateway()),
+        format!("{}/64", new_v6.gateway()),
+    ];
+    expected.sort();
+    assert_eq!(on_bridge, expected);
+    ping(&netns_old, old_v4.gateway());
+    let masquerade = |table: &str| {
+        list_table(table)
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains("masquerade"))
+            .map(|line| {
+                line.split_whitespace()
+                    .nth(2)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut masqueraded = masquerade(&t.config.nft_table);
+    masqueraded.sort();
+    let mut expected = vec![old_v4.to_string(), new_v4.to_string(), new_v6.to_string()];
+    expected.sort();
+    assert_eq!(masqueraded, expected);
+
+    // A new pod gets addresses from kubelet's ranges, dual stack.
+    let netns_new = t.pod_netns(&id("pod-new"));
+    let new = t
+        .net
+        .attach(&id("pod-new"), &netns_new, "eth0")
+        .await
+        .unwrap();
+    assert!(
+        new_v4.contains(new.ips[0]) && new_v6.contains(new.ips[1]),
+        "{:?}",
+        new.ips
+    );
+    assert_eq!(new.gateway_v4.map(IpAddr::V4), Some(new_v4.gateway()));
+    ping(&netns_new, new_v4.gateway());
+    ping(&netns_new, new_v6.gateway());
+
+    // A restart keeps kubelet's ranges, and still knows the old pod's address.
+    let restarted = t.restarted();
+    assert_eq!(
+        restarted.pod_subnets().await,
+        (kubelets.clone(), PodSubnetsSource::Kubelet)
+    );
+    assert_eq!(
+        restarted.addresses_of(&id("pod-old")).await.unwrap(),
+        old.ips
+    );
+    restarted.ensure_ready().await.unwrap();
+    assert!(bridge_addresses(&t.config.bridge).contains(&format!("{}/24", old_v4.gateway())));
+
+    // The old range's last pod takes its gateway, masquerade and pool along.
+    t.net.detach(&id("pod-old")).await.unwrap();
+    let mut on_bridge = bridge_addresses(&t.config.bridge);
+    on_bridge.sort();
+    let mut expected = vec![
+        format!("{}/24", new_v4.gateway()),
+        format!("{}/64", new_v6.gateway()),
+    ];
+    expected.sort();
+    assert_eq!(on_bridge, expected);
+    assert!(!masquerade(&t.config.nft_table).contains(&old_v4.to_string()));
+    let old_pool = t.ipam.path().join(format!("{}_24", old_v4.network()));
+    assert!(!old_pool.exists(), "{} left behind", old_pool.display());
+    ping(&netns_new, new_v6.gateway());
+    t.net.detach(&id("pod-new")).await.unwrap();
 }

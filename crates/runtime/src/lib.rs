@@ -36,8 +36,9 @@ use names::NameRegistry;
 use store::{LoadReport, RecordStore, StoreError};
 
 pub use container_exit::exit_reason;
+pub use coracle_net::{PodSubnets, PodSubnetsSource};
 pub use lock_file::{LockFile, LockFileError};
-pub use pod_network::NetworkSetup;
+pub use pod_network::{NetworkSetup, PodNetworkSummary};
 pub use streaming_io::{StreamIo, TerminalSize};
 
 #[derive(Debug, thiserror::Error)]

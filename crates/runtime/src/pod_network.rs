@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use coracle_net::{
-    BridgeConfig, BridgeNetwork, CniNetwork, CniPodInfo, CniPortMapping, HostPort, Proto,
+    BridgeConfig, BridgeNetwork, CniNetwork, CniPodInfo, CniPortMapping, HostPort, NetError,
+    PodSubnets, PodSubnetsSource, Proto,
 };
 
 use crate::model::{PodNetworkRecord, PodSpec, Protocol};
@@ -78,7 +79,81 @@ impl Bridge {
     }
 }
 
+/// The pod network as `Status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodNetworkSummary {
+    Bridge {
+        bridge: String,
+        /// What new pods get addresses from.
+        pod_subnets: PodSubnets,
+        source: PodSubnetsSource,
+    },
+    Cni {
+        conf_dir: std::path::PathBuf,
+    },
+}
+
 impl Runtime {
+    /// kubelet's pod CIDR (`UpdateRuntimeConfig`): one range or an IPv4 and an
+    /// IPv6 one joined by a comma. The built-in network hands out addresses from
+    /// it from now on, and after restarts; pods running keep theirs. Empty
+    /// leaves everything as it is. In CNI mode the CNI config decides pod
+    /// addresses, so the CIDR is only logged (as containerd without a config
+    /// template, and CRI-O, do).
+    pub async fn update_pod_cidr(&self, pod_cidr: &str) -> Result<(), RuntimeError> {
+        let pod_cidr = pod_cidr.trim();
+        if pod_cidr.is_empty() {
+            return Ok(());
+        }
+        let subnets: PodSubnets =
+            pod_cidr
+                .parse()
+                .map_err(|err: coracle_net::subnet::SubnetError| {
+                    RuntimeError::invalid("runtime_config.network_config.pod_cidr", err.to_string())
+                })?;
+        let network = match &self.network {
+            Network::Bridge(network) => network,
+            Network::Cni(_) => {
+                tracing::info!(pod_cidr = %subnets, "pod CIDR from kubelet: the CNI config decides pod addresses; nothing to change");
+                return Ok(());
+            }
+        };
+        match network.bridge.set_pod_subnets(subnets.clone()).await {
+            Ok(changed) => {
+                if changed {
+                    network.ready.store(true, Ordering::Release);
+                }
+                Ok(())
+            }
+            Err(err @ (NetError::GatewayHeldByPod { .. } | NetError::InvalidConfig { .. })) => Err(
+                RuntimeError::FailedPrecondition(format!("pod CIDR {subnets}: {err}")),
+            ),
+            Err(err) => {
+                // The subnets may have changed before the bridge failed to follow:
+                // the next RunPodSandbox converges it again.
+                network.ready.store(false, Ordering::Release);
+                Err(RuntimeError::NetworkSetup(Box::new(err)))
+            }
+        }
+    }
+
+    /// The pod network's mode and, for the built-in one, its current pod subnets.
+    pub async fn pod_network_summary(&self) -> PodNetworkSummary {
+        match &self.network {
+            Network::Bridge(network) => {
+                let (pod_subnets, source) = network.bridge.pod_subnets().await;
+                PodNetworkSummary::Bridge {
+                    bridge: network.bridge.config().bridge.clone(),
+                    pod_subnets,
+                    source,
+                }
+            }
+            Network::Cni(cni) => PodNetworkSummary::Cni {
+                conf_dir: cni.conf_dir().to_owned(),
+            },
+        }
+    }
+
     /// Why pods cannot get a network right now, for the NetworkReady condition.
     pub async fn network_problem(&self) -> Option<String> {
         match &self.network {
@@ -133,10 +208,10 @@ impl Runtime {
             .await
             .map_err(failed)?;
         let host_ports = host_ports(spec);
-        if let (Some(ip), false) = (attached.ips.first(), host_ports.is_empty()) {
+        if !host_ports.is_empty() {
             network
                 .bridge
-                .add_port_mappings(id, *ip, &host_ports)
+                .add_port_mappings(id, &attached.ips, &host_ports)
                 .await
                 .map_err(failed)?;
         }
