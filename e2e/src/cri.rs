@@ -312,4 +312,25 @@ impl Daemon {
             .await?
             .into_inner())
     }
+
+    /// UpdateRuntimeConfig with kubelet's pod CIDR.
+    pub async fn update_pod_cidr(&self, pod_cidr: &str) -> Result<(), Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::UpdateRuntimeConfigRequest {
+            runtime_config: Some(v1::RuntimeConfig {
+                network_config: Some(v1::NetworkConfig {
+                    pod_cidr: pod_cidr.into(),
+                }),
+            }),
+        };
+        client.update_runtime_config(request).await?;
+        Ok(())
+    }
+
+    /// The `info` map of a verbose Status (what `crictl info` prints).
+    pub async fn status_info(&self) -> Result<std::collections::HashMap<String, String>, Status> {
+        let mut client = self.runtime_client().await.map_err(connect_error)?;
+        let request = v1::StatusRequest { verbose: true };
+        Ok(client.status(request).await?.into_inner().info)
+    }
 }

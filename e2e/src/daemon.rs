@@ -53,6 +53,8 @@ pub struct DaemonOptions {
     pub config_toml: Option<String>,
     /// `--log-level` (the harness default is debug, so tests can read every RPC).
     pub log_level: Option<String>,
+    /// Give the built-in network this test network's IPv6 range too.
+    pub dual_stack: bool,
 }
 
 /// A running `coracled` with its own socket, root and state dirs. Dropping it kills
@@ -147,6 +149,11 @@ impl Daemon {
         if let toml::Value::Table(network) = network {
             for (key, value) in self.network.config() {
                 network.entry(key).or_insert(value);
+            }
+            if self.options.dual_stack {
+                network
+                    .entry("subnet_v6")
+                    .or_insert(self.network.subnet_v6().into());
             }
         }
         Ok(toml::to_string(&config)?)

@@ -6,6 +6,7 @@ pub mod cri;
 pub mod daemon;
 pub mod fixtures;
 pub mod network;
+pub mod pod_net;
 pub mod registry;
 
 pub use daemon::{Daemon, DaemonOptions};

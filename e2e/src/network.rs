@@ -41,6 +41,19 @@ impl TestNetwork {
         format!("10.{}.{}.0/24", 200 + self.slot / 256, self.slot % 256)
     }
 
+    /// The IPv6 range of this slot, for dual-stack tests.
+    pub fn subnet_v6(&self) -> String {
+        format!("fd00:e2e:{:x}::/64", self.slot)
+    }
+
+    /// A second pair of ranges, as kubelet would send in UpdateRuntimeConfig.
+    pub fn kubelet_subnets(&self) -> (String, String) {
+        (
+            format!("10.{}.{}.0/24", 216 + self.slot / 256, self.slot % 256),
+            format!("fd00:e2f:{:x}::/64", self.slot),
+        )
+    }
+
     pub fn nft_table(&self) -> String {
         format!("coracle_e2e_{}", self.slot)
     }

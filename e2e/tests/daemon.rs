@@ -190,7 +190,7 @@ async fn runtime_config_reports_the_cgroupfs_driver() {
 }
 
 #[tokio::test]
-async fn unimplemented_rpcs_name_themselves_on_both_versions() {
+async fn checkpoint_says_it_is_unimplemented_and_v1alpha2_updates_runtime_config() {
     let mut daemon = Daemon::start().await.unwrap();
     let err = daemon
         .runtime_client()
@@ -206,19 +206,14 @@ async fn unimplemented_rpcs_name_themselves_on_both_versions() {
         err.message()
     );
 
-    let err = daemon
+    // UpdateRuntimeConfig is served on v1alpha2 too; an empty config changes nothing.
+    daemon
         .runtime_client_v1alpha2()
         .await
         .unwrap()
         .update_runtime_config(v1alpha2::UpdateRuntimeConfigRequest::default())
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(
-        err.message().contains("UpdateRuntimeConfig"),
-        "{}",
-        err.message()
-    );
+        .unwrap();
     daemon.stop().await.unwrap();
 }
 

@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use coracle_e2e::daemon::mounts_under;
+use coracle_e2e::pod_net::{in_netns, namespace_dir, pod_ip, read_from, serve_once};
 use coracle_e2e::{Daemon, require_root};
 use k8s_cri::v1;
 use tonic::Code;
@@ -45,11 +46,6 @@ fn pod_config(name: &str) -> v1::PodSandboxConfig {
         }),
         ..Default::default()
     }
-}
-
-fn namespace_dir(status: &v1::PodSandboxStatusResponse) -> PathBuf {
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
-    PathBuf::from(info["namespaceDir"].as_str().unwrap())
 }
 
 /// Joins the pinned namespaces on a fresh thread and reads what a container would.
@@ -333,57 +329,6 @@ async fn pod_cgroup_is_made_at_cgroup_parent_and_removed_only_if_ours() {
     daemon.stop().await.unwrap();
 }
 
-fn pod_ip(status: &v1::PodSandboxStatusResponse) -> String {
-    status
-        .status
-        .as_ref()
-        .unwrap()
-        .network
-        .as_ref()
-        .unwrap()
-        .ip
-        .clone()
-}
-
-/// Runs `work` on a fresh thread that has joined the network namespace at `netns`:
-/// sockets it makes live in the pod.
-fn in_netns<T: Send + 'static>(
-    netns: PathBuf,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || {
-        let file = fs::File::open(&netns).unwrap();
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        work()
-    })
-}
-
-/// A one-shot TCP server in the pod: answers the first connection with `reply`.
-fn serve_once(netns: PathBuf, port: u16, reply: &'static str) -> std::thread::JoinHandle<()> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = in_netns(netns, move || {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
-        ready_tx.send(()).unwrap();
-        let (mut stream, _) = listener.accept().unwrap();
-        stream.write_all(reply.as_bytes()).unwrap();
-    });
-    ready_rx.recv().unwrap();
-    server
-}
-
-fn read_from(address: String) -> String {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect_timeout(
-        &address.parse().unwrap(),
-        std::time::Duration::from_secs(5),
-    )
-    .unwrap_or_else(|e| panic!("connect {address}: {e}"));
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    reply
-}
-
 fn host_veth(status: &v1::PodSandboxStatusResponse) -> String {
     let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
     info["network"]["host_veth"].as_str().unwrap().to_owned()
@@ -415,7 +360,7 @@ async fn pods_talk_tcp_and_stop_frees_the_network() {
 
     let server_ns = namespace_dir(&server_status).join("net");
     let client_ns = namespace_dir(&client_status).join("net");
-    let listening = serve_once(server_ns.clone(), 8080, "hello from server");
+    let listening = serve_once(server_ns.clone(), "0.0.0.0", 8080, "hello from server");
     let target = format!("{server_ip}:8080");
     let reply = in_netns(client_ns.clone(), move || read_from(target))
         .join()
@@ -429,7 +374,7 @@ async fn pods_talk_tcp_and_stop_frees_the_network() {
         pod_ip(&daemon.pod_status(&server).await.unwrap()),
         server_ip
     );
-    let listening = serve_once(server_ns, 8081, "still here");
+    let listening = serve_once(server_ns, "0.0.0.0", 8081, "still here");
     let target = format!("{server_ip}:8081");
     let reply = in_netns(client_ns, move || read_from(target))
         .join()
@@ -470,7 +415,12 @@ async fn host_port_reaches_the_pod() {
     }];
     let id = daemon.run_pod(config).await.unwrap();
     let status = daemon.pod_status(&id).await.unwrap();
-    let listening = serve_once(namespace_dir(&status).join("net"), 80, "via hostPort");
+    let listening = serve_once(
+        namespace_dir(&status).join("net"),
+        "0.0.0.0",
+        80,
+        "via hostPort",
+    );
     let gateway = {
         let subnet = daemon.network().subnet_v4();
         format!("{}.1", subnet.rsplit_once('.').unwrap().0)

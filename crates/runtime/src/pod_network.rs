@@ -26,14 +26,17 @@ pub enum NetworkSetup {
 }
 
 pub(crate) enum Network {
-    Bridge(Bridge),
+    /// Boxed: one per daemon, and much larger than the CNI variant.
+    Bridge(Box<Bridge>),
     Cni(CniNetwork),
 }
 
 impl Network {
     pub(crate) async fn open(setup: NetworkSetup, root: &Path) -> Result<Self, RuntimeError> {
         match setup {
-            NetworkSetup::Bridge(config) => Ok(Self::Bridge(Bridge::open(config, root).await?)),
+            NetworkSetup::Bridge(config) => {
+                Ok(Self::Bridge(Box::new(Bridge::open(config, root).await?)))
+            }
             NetworkSetup::Cni { conf_dir, bin_dirs } => Ok(Self::Cni(CniNetwork::new(
                 conf_dir,
                 bin_dirs,
