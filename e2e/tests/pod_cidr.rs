@@ -80,7 +80,7 @@ async fn kubelets_pod_cidr_moves_new_pods_and_survives_a_restart() {
         assert!(err.message().contains("pod_cidr"), "{}", err.message());
     }
     daemon.update_pod_cidr("").await.unwrap();
-    assert_eq!(pod_cidrs(&daemon).await.0, [config_v4.clone()]);
+    assert_eq!(pod_cidrs(&daemon).await.0, vec![config_v4.clone()]);
 
     // kubelet's dual-stack CIDR, as it sends it (IPv4 first or not).
     daemon
