@@ -20,6 +20,7 @@ use crate::cli::Cli;
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -27,6 +28,24 @@ fn main() -> ExitCode {
             eprintln!("coracled: {}", cause_chain(err.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc gives each allocating thread an arena of its own (up to 8 per core) and
+/// keeps what was freed in it: a burst of RPCs on tokio's blocking threads leaves
+/// megabytes resident for good. Two arenas keep the idle daemon about 1.3 MiB smaller
+/// (measured with `coracle-bench containers`); `MALLOC_ARENA_MAX` in the environment
+/// still wins.
+fn limit_malloc_arenas() {
+    const ARENAS: libc::c_int = 2;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only sets an allocator tuning parameter; it is called first
+    // thing in main, before any other thread exists, and no memory is passed.
+    let done = unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
+    if done == 0 {
+        eprintln!("coracled: could not limit malloc arenas; memory use may be higher");
     }
 }
 
