@@ -168,6 +168,12 @@ async fn cni_mode_with_the_debian_plugins() {
     );
     cni.write_conflist();
     assert!(daemon.condition("NetworkReady").await.unwrap().status);
+    // kubelet's pod CIDR is the CNI config's business here: accepted, nothing changes.
+    daemon.update_pod_cidr("10.123.0.0/24").await.unwrap();
+    let info = daemon.status_info().await.unwrap();
+    let network: serde_json::Value = serde_json::from_str(&info["network"]).unwrap();
+    assert_eq!(network["mode"], "cni", "{network}");
+    assert!(daemon.update_pod_cidr("10.123.0.0/33").await.is_err());
 
     let mut client = daemon.runtime_client().await.unwrap();
     let mut web = pod_config("web");

@@ -302,11 +302,15 @@ impl BridgeNetwork {
                 )));
             }
         }
-        if self.config.enable_ip_forward && subnets.ipv4().is_some() && !ip_forwarding_on() {
-            return Ok(Some(
-                "ip forwarding is off (net.ipv4.ip_forward): pods cannot reach beyond the node"
-                    .to_owned(),
-            ));
+        if let Some(sysctl) = self
+            .config
+            .enable_ip_forward
+            .then(|| forwarding_off(&subnets))
+            .flatten()
+        {
+            return Ok(Some(format!(
+                "ip forwarding is off ({sysctl}): pods cannot reach beyond the node"
+            )));
         }
         if self.nft.list_table().await?.is_none() {
             return Ok(Some(format!(
@@ -723,8 +727,16 @@ fn with_netns_context(err: NetError, netns_path: &Path, ifname: &str) -> NetErro
     }
 }
 
-fn ip_forwarding_on() -> bool {
-    fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|value| value.trim() == "1")
+/// The forwarding sysctl that is off for a family the pod subnets use, if any.
+fn forwarding_off(subnets: &PodSubnets) -> Option<&'static str> {
+    let is_on = |path: &str| fs::read_to_string(path).is_ok_and(|value| value.trim() == "1");
+    if subnets.ipv4().is_some() && !is_on("/proc/sys/net/ipv4/ip_forward") {
+        return Some("net.ipv4.ip_forward");
+    }
+    if subnets.ipv6().is_some() && !is_on("/proc/sys/net/ipv6/conf/all/forwarding") {
+        return Some("net.ipv6.conf.all.forwarding");
+    }
+    None
 }
 
 fn enable_ip_forwarding(ipv4: bool, ipv6: bool) -> Result<(), NetError> {
