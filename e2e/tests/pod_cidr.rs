@@ -138,6 +138,19 @@ async fn kubelets_pod_cidr_moves_new_pods_and_survives_a_restart() {
         "{:?}",
         bridge_addresses(&daemon)
     );
+    let table = Command::new("nft")
+        .args(["list", "table", "inet", &daemon.network().nft_table()])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&table.stdout);
+    assert!(!rules.contains(&format!("saddr {config_v4}")), "{rules}");
+    assert!(rules.contains(&format!("saddr {kubelet_v4}")), "{rules}");
+    let pools: Vec<_> = std::fs::read_dir(daemon.root_dir().join("network/ipam"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.') && name != "pod-cidr")
+        .collect();
+    assert_eq!(pools.len(), 2, "only kubelet's two pools are left: {pools:?}");
     let again = daemon.run_pod(pod_config("again", &logs)).await.unwrap();
     let again_ip = pod_ip(&daemon.pod_status(&again).await.unwrap());
     assert!(in_subnet(&again_ip, &kubelet_v4), "{again_ip}");

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
 /// megabytes resident for good. Two arenas keep the idle daemon about 1.3 MiB smaller
 /// (measured with `coracle-bench containers`); `MALLOC_ARENA_MAX` in the environment
 /// still wins.
+#[cfg(target_env = "gnu")]
 fn limit_malloc_arenas() {
     const ARENAS: libc::c_int = 2;
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
@@ -48,6 +49,10 @@ fn limit_malloc_arenas() {
         eprintln!("coracled: could not limit malloc arenas; memory use may be higher");
     }
 }
+
+/// Other C libraries have their own allocators and no such knob.
+#[cfg(not(target_env = "gnu"))]
+fn limit_malloc_arenas() {}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = effective_config(&cli)?;

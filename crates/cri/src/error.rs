@@ -72,6 +72,9 @@ fn runtime_code(err: &RuntimeError) -> Code {
         }
         RuntimeError::NotFound { .. } | RuntimeError::ImageNotFound(_) => Code::NotFound,
         RuntimeError::FailedPrecondition(_) => Code::FailedPrecondition,
+        RuntimeError::PodCidr { source, .. } if source.is_precondition() => {
+            Code::FailedPrecondition
+        }
         RuntimeError::ExecTimeout { .. } => Code::DeadlineExceeded,
         RuntimeError::Spec { source, .. } if source.is_invalid_argument() => Code::InvalidArgument,
         RuntimeError::Unsupported(_) => Code::Unimplemented,

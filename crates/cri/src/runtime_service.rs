@@ -15,7 +15,7 @@ use crate::container_status::{StatusExtras, container_status_to_cri};
 use crate::error::CriError;
 use crate::service::CriService;
 use crate::version;
-use crate::{events, pod_metrics, stats};
+use crate::{events, pod_metrics, stats, translate};
 
 type Rpc<T> = Result<Response<T>, Status>;
 
@@ -324,11 +324,15 @@ impl RuntimeService for CriService {
             .runtime_config
             .as_ref()
             .and_then(|config| config.network_config.as_ref())
-            .map_or("", |network| network.pod_cidr.as_str());
-        self.runtime
-            .update_pod_cidr(pod_cidr)
-            .await
-            .map_err(CriError::from)?;
+            .map_or("", |network| network.pod_cidr.trim());
+        // "If the CIDR is empty, runtimes should omit it."
+        if !pod_cidr.is_empty() {
+            let subnets = translate::pod_subnets(pod_cidr)?;
+            self.runtime
+                .update_pod_subnets(subnets)
+                .await
+                .map_err(CriError::from)?;
+        }
         Ok(Response::new(v1::UpdateRuntimeConfigResponse {}))
     }
 

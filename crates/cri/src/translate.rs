@@ -1,6 +1,7 @@
 //! CRI <-> runtime model conversions shared by several RPCs.
 
 use coracle_runtime::model::{NamespaceMode, PodNamespaces, PodState};
+use coracle_runtime::{PodSubnets, SubnetError};
 use k8s_cri::v1::{self, PodSandboxState};
 
 use crate::error::CriError;
@@ -19,6 +20,16 @@ pub(crate) fn namespace_mode_from_cri(
             reason: format!("unknown namespace mode {value}"),
         }),
     }
+}
+
+/// kubelet's pod CIDR: one range, or an IPv4 and an IPv6 one joined by a comma.
+pub(crate) fn pod_subnets(pod_cidr: &str) -> Result<PodSubnets, CriError> {
+    pod_cidr
+        .parse()
+        .map_err(|err: SubnetError| CriError::InvalidArgument {
+            field: "runtime_config.network_config.pod_cidr",
+            reason: err.to_string(),
+        })
 }
 
 pub(crate) fn namespace_mode_to_cri(mode: NamespaceMode) -> i32 {

@@ -10,9 +10,10 @@ use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use netlink_packet_route::link::InfoKind;
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
 
 use crate::error::NetError;
 use crate::ipam::Ipam;
@@ -107,6 +108,19 @@ pub struct BridgeNetwork {
     /// Read for the whole of an attach and while converging; written only to
     /// change the pod subnets, so no attach allocates from a subnet being retired.
     allocation: RwLock<Allocation>,
+    /// One converge at a time: two could otherwise interleave, one re-adding the
+    /// gateway of a subnet the other just retired.
+    converging: Mutex<()>,
+    /// Whether the last converge succeeded and nothing was found broken since.
+    converged: AtomicBool,
+}
+
+/// The names one attach works with.
+struct PodIface<'a> {
+    pod_id: &'a str,
+    host_veth: &'a str,
+    netns_path: &'a Path,
+    ifname: &'a str,
 }
 
 /// What a failed attach made and must undo.
@@ -148,6 +162,8 @@ impl BridgeNetwork {
                 source,
                 ipam,
             }),
+            converging: Mutex::new(()),
+            converged: AtomicBool::new(false),
         })
     }
 
@@ -174,12 +190,18 @@ impl BridgeNetwork {
                 write_pod_cidr(&self.ipam_dir, &subnets)?;
                 allocation.source = PodSubnetsSource::Kubelet;
             }
+            // A repeat after a change whose converge failed or was cancelled.
+            if !self.converged.load(Ordering::Acquire) {
+                self.converge(&allocation).await?;
+            }
             return Ok(false);
         }
         check_gateways_free(&allocation.ipam, &subnets)?;
         let ipam = Ipam::open(&self.ipam_dir, subnets.as_slice())?;
         write_pod_cidr(&self.ipam_dir, &subnets)?;
         tracing::info!(from = %allocation.subnets, to = %subnets, "pod subnets changed");
+        // Not converged until the bridge follows, even if this call is cancelled.
+        self.converged.store(false, Ordering::Release);
         *allocation = Allocation {
             subnets,
             source: PodSubnetsSource::Kubelet,
@@ -198,7 +220,24 @@ impl BridgeNetwork {
         self.converge(&allocation).await
     }
 
+    /// [`Self::ensure_ready`] unless the last one succeeded and nothing has been
+    /// found broken since (by [`Self::health`], a failed converge, a change of
+    /// the pod subnets): the check each attach makes.
+    pub async fn ensure_ready_if_needed(&self) -> Result<(), NetError> {
+        if self.converged.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.ensure_ready().await
+    }
+
     async fn converge(&self, allocation: &Allocation) -> Result<(), NetError> {
+        let _one_at_a_time = self.converging.lock().await;
+        let result = self.converge_now(allocation).await;
+        self.converged.store(result.is_ok(), Ordering::Release);
+        result
+    }
+
+    async fn converge_now(&self, allocation: &Allocation) -> Result<(), NetError> {
         let netlink = Netlink::connect()?;
         let bridge = self.ensure_bridge(&netlink).await?;
         // Earlier subnets first: an unused one's gateway goes before the current
@@ -277,10 +316,14 @@ impl BridgeNetwork {
     /// Why the network is not usable (for the NetworkReady condition), or
     /// `None` when it is.
     pub async fn health(&self) -> Option<String> {
-        match self.check_health().await {
+        let problem = match self.check_health().await {
             Ok(problem) => problem,
             Err(err) => Some(err.to_string()),
+        };
+        if problem.is_some() {
+            self.converged.store(false, Ordering::Release);
         }
+        problem
     }
 
     async fn check_health(&self) -> Result<Option<String>, NetError> {
@@ -337,16 +380,14 @@ impl BridgeNetwork {
         let netlink = Netlink::connect()?;
         let allocation = self.allocation.read().await;
         let mut made = Made::default();
+        let iface = PodIface {
+            pod_id,
+            host_veth: &host_veth,
+            netns_path,
+            ifname,
+        };
         match self
-            .wire_pod(
-                &netlink,
-                &allocation,
-                &mut made,
-                pod_id,
-                &host_veth,
-                netns_path,
-                ifname,
-            )
+            .wire_pod(&netlink, &allocation, &mut made, &iface)
             .await
         {
             Ok(ips) => Ok(PodNetwork {
@@ -362,17 +403,19 @@ impl BridgeNetwork {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     async fn wire_pod(
         &self,
         netlink: &Netlink,
         allocation: &Allocation,
         made: &mut Made,
-        pod_id: &str,
-        host_veth: &str,
-        netns_path: &Path,
-        ifname: &str,
+        iface: &PodIface<'_>,
     ) -> Result<Vec<IpAddr>, NetError> {
+        let PodIface {
+            pod_id,
+            host_veth,
+            netns_path,
+            ifname,
+        } = *iface;
         let netns = open_netns(netns_path)?;
         let bridge = netlink.require_link(&self.config.bridge).await?;
         remove_stale_veth(netlink, host_veth, pod_id).await?;
@@ -442,9 +485,13 @@ impl BridgeNetwork {
             self.nft.remove_pod_rules(pod_id).await?;
         }
         let allocation = self.allocation.read().await;
-        let freed = allocation.ipam.release(pod_id)?;
+        let freed = allocation.ipam.release_by_subnet(pod_id)?;
         // The last pod of an earlier subnet takes its gateway and masquerade along.
-        if freed.iter().any(|&ip| !allocation.subnets.contains(ip)) {
+        // A failure leaves the network marked unconverged: the next attach retries.
+        if freed
+            .iter()
+            .any(|&(subnet, _)| !allocation.ipam.allocates_from(subnet))
+        {
             if let Err(err) = self.converge(&allocation).await {
                 tracing::warn!(pod_id, %err, "retire an earlier pod subnet");
             }
@@ -505,6 +552,7 @@ impl BridgeNetwork {
     /// Removes the bridge and Coracle's nftables table (uninstall, tests). Pods
     /// still attached lose their network but keep their veths until detached.
     pub async fn remove(&self) -> Result<(), NetError> {
+        self.converged.store(false, Ordering::Release);
         let netlink = Netlink::connect()?;
         if let Some(bridge) = netlink.link_by_name(&self.config.bridge).await? {
             netlink.delete_link(&bridge).await?;
@@ -580,9 +628,9 @@ fn check_mtu(mtu: u32, subnets: &PodSubnets) -> Result<(), NetError> {
 fn check_gateways_free(ipam: &Ipam, subnets: &PodSubnets) -> Result<(), NetError> {
     for pool in ipam.all_pools()? {
         for (addr, pod_id) in pool.leases()? {
-            if let Some(subnet) = subnets.as_slice().iter().find(|s| s.gateway() == addr) {
+            if let Some(&subnet) = subnets.as_slice().iter().find(|s| s.gateway() == addr) {
                 return Err(NetError::GatewayHeldByPod {
-                    subnet: subnet.to_string(),
+                    subnet,
                     gateway: addr,
                     pod_id,
                 });
@@ -625,7 +673,8 @@ fn write_pod_cidr(ipam_dir: &Path, subnets: &PodSubnets) -> Result<(), NetError>
         fs::create_dir_all(ipam_dir)?;
         fs::write(&temp, format!("{subnets}\n"))?;
         fs::File::open(&temp)?.sync_all()?;
-        fs::rename(&temp, &path)
+        fs::rename(&temp, &path)?;
+        fs::File::open(ipam_dir)?.sync_all()
     };
     write().map_err(|source| NetError::Ipam { path, source })
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::subnet::SubnetError;
+use crate::subnet::{Subnet, SubnetError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -24,7 +24,7 @@ pub enum NetError {
         "pod subnet {subnet}: its gateway {gateway} is held by pod {pod_id} of an earlier subnet; stop that pod first"
     )]
     GatewayHeldByPod {
-        subnet: String,
+        subnet: Subnet,
         gateway: IpAddr,
         pod_id: String,
     },
@@ -74,4 +74,15 @@ pub enum NetError {
     },
     #[error("write {path}: {source}")]
     Sysctl { path: String, source: io::Error },
+}
+
+impl NetError {
+    /// The node's state or config rules the request out, not the request itself:
+    /// a pod range whose gateway a pod holds, or one the MTU cannot carry.
+    pub fn is_precondition(&self) -> bool {
+        matches!(
+            self,
+            NetError::GatewayHeldByPod { .. } | NetError::InvalidConfig { .. }
+        )
+    }
 }

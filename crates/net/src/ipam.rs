@@ -125,8 +125,13 @@ impl SubnetPool {
 
     /// Every allocated address with the pod holding it (empty if a crash cut the
     /// write short: such an address stays taken rather than risk a duplicate).
+    /// A pool removed meanwhile (an earlier subnet retired) has none.
     pub fn leases(&self) -> Result<Vec<(IpAddr, String)>, NetError> {
-        let entries = fs::read_dir(&self.dir).map_err(|source| ipam_error(&self.dir, source))?;
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(ipam_error(&self.dir, source)),
+        };
         let mut leases = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|source| ipam_error(&self.dir, source))?;
@@ -278,12 +283,7 @@ impl Ipam {
     /// The pools on disk of subnets no longer allocated from.
     pub fn earlier_pools(&self) -> Result<Vec<SubnetPool>, NetError> {
         let mut pools = self.all_pools()?;
-        pools.retain(|pool| {
-            !self
-                .pools
-                .iter()
-                .any(|current| current.subnet == pool.subnet)
-        });
+        pools.retain(|pool| !self.allocates_from(pool.subnet));
         Ok(pools)
     }
 
@@ -306,11 +306,26 @@ impl Ipam {
 
     /// Frees all of `pod_id`'s addresses, in every pool on disk. Idempotent.
     pub fn release(&self, pod_id: &str) -> Result<Vec<IpAddr>, NetError> {
+        Ok(self
+            .release_by_subnet(pod_id)?
+            .into_iter()
+            .map(|(_, addr)| addr)
+            .collect())
+    }
+
+    /// [`Self::release`], each address with the subnet of the pool it was in.
+    pub fn release_by_subnet(&self, pod_id: &str) -> Result<Vec<(Subnet, IpAddr)>, NetError> {
         let mut freed = Vec::new();
         for pool in self.all_pools()? {
-            freed.extend(pool.release(pod_id)?);
+            let subnet = pool.subnet();
+            freed.extend(pool.release(pod_id)?.into_iter().map(|addr| (subnet, addr)));
         }
         Ok(freed)
+    }
+
+    /// Whether new addresses come from `subnet`.
+    pub fn allocates_from(&self, subnet: Subnet) -> bool {
+        self.pools.iter().any(|pool| pool.subnet == subnet)
     }
 
     /// The addresses `pod_id` holds in any pool on disk, current pools first.
@@ -491,6 +506,9 @@ mod tests {
         let old_pool = &new.earlier_pools().unwrap()[0];
         assert!(old_pool.is_unused().unwrap());
         old_pool.remove().unwrap();
+        // Removed under a scan that listed it: it simply holds nothing.
+        assert!(old_pool.leases().unwrap().is_empty());
+        assert!(new.release("old-pod").unwrap().is_empty());
         assert!(new.earlier_pools().unwrap().is_empty());
         assert!(!temp.path().join("10.1.0.0_16").exists());
     }

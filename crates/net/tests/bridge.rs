@@ -790,3 +790,84 @@ async fn kubelets_pod_cidr_moves_new_pods_and_the_old_range_goes_with_its_last_p
     ping(&netns_new, new_v6.gateway());
     t.net.detach(&id("pod-new")).await.unwrap();
 }
+
+#[tokio::test]
+async fn ipv6_only_pods_get_one_v6_address_and_a_v6_default_route() {
+    let mut t = TestNet::new(true, false);
+    t.config.subnet_v4 = None;
+    t.net = BridgeNetwork::new(t.config.clone(), t.ipam.path()).unwrap();
+    t.net.ensure_ready().await.unwrap();
+    let subnet_v6: Subnet = t.config.subnet_v6.as_ref().unwrap().parse().unwrap();
+    let netns = t.pod_netns(&id("pod-v6"));
+    let pod = t.net.attach(&id("pod-v6"), &netns, "eth0").await.unwrap();
+    assert_eq!(pod.ips.len(), 1);
+    assert!(subnet_v6.contains(pod.ips[0]), "{:?}", pod.ips);
+    assert_eq!(pod.gateway_v4, None);
+    assert_eq!(pod.gateway_v6.map(IpAddr::V6), Some(subnet_v6.gateway()));
+    assert_eq!(default_gateway_v4(&netns), None);
+    assert_eq!(
+        default_gateway_v6(&netns),
+        Some(("eth0".into(), subnet_v6.gateway()))
+    );
+    ping(&netns, subnet_v6.gateway());
+    assert_eq!(
+        bridge_addresses(&t.config.bridge),
+        [format!("{}/64", subnet_v6.gateway())]
+    );
+    t.net.detach(&id("pod-v6")).await.unwrap();
+}
+
+/// kubelet's range lies inside the config's and shares its gateway address (with
+/// another prefix): the old pods' addresses are skipped, and the old range goes
+/// when its last two pods are detached at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrower_pod_cidr_inside_the_old_range_works_and_retires_it() {
+    let mut t = TestNet::new(false, true);
+    t.net.ensure_ready().await.unwrap();
+    let old_range = t.subnet_v4();
+    let (netns_a, netns_b) = (t.pod_netns(&id("old-a")), t.pod_netns(&id("old-b")));
+    let a = t.net.attach(&id("old-a"), &netns_a, "eth0").await.unwrap();
+    let b = t.net.attach(&id("old-b"), &netns_b, "eth0").await.unwrap();
+    let narrower: PodSubnets = format!("{}/25", old_range.network()).parse().unwrap();
+    let new_range = narrower.ipv4().unwrap();
+    assert!(new_range.contains(a.ips[0]) && new_range.contains(b.ips[0]));
+    assert!(t.net.set_pod_subnets(narrower).await.unwrap());
+
+    let netns_c = t.pod_netns(&id("new-c"));
+    let c = t.net.attach(&id("new-c"), &netns_c, "eth0").await.unwrap();
+    assert!(new_range.contains(c.ips[0]));
+    assert!(!a.ips.contains(&c.ips[0]) && !b.ips.contains(&c.ips[0]));
+    assert_ne!(c.ips[0], new_range.gateway());
+    let gateway = old_range.gateway();
+    let mut on_bridge = bridge_addresses(&t.config.bridge);
+    on_bridge.sort();
+    assert_eq!(
+        on_bridge,
+        [format!("{gateway}/24"), format!("{gateway}/25")]
+    );
+
+    let net = std::sync::Arc::new(t.restarted());
+    let (first, second) = tokio::join!(
+        {
+            let net = net.clone();
+            async move { net.detach(&id("old-a")).await }
+        },
+        {
+            let net = net.clone();
+            async move { net.detach(&id("old-b")).await }
+        },
+    );
+    first.unwrap();
+    second.unwrap();
+    assert_eq!(
+        bridge_addresses(&t.config.bridge),
+        [format!("{gateway}/25")]
+    );
+    let old_pool = t.ipam.path().join(format!("{}_24", old_range.network()));
+    assert!(!old_pool.exists(), "{} left behind", old_pool.display());
+    let table = list_table(&t.config.nft_table).unwrap();
+    assert!(!table.contains(&format!("saddr {old_range}")), "{table}");
+    assert!(table.contains(&format!("saddr {new_range}")), "{table}");
+    ping(&netns_c, gateway);
+    net.detach(&id("new-c")).await.unwrap();
+}

@@ -36,6 +36,7 @@ use names::NameRegistry;
 use store::{LoadReport, RecordStore, StoreError};
 
 pub use container_exit::exit_reason;
+pub use coracle_net::subnet::SubnetError;
 pub use coracle_net::{PodSubnets, PodSubnetsSource};
 pub use lock_file::{LockFile, LockFileError};
 pub use pod_network::{NetworkSetup, PodNetworkSummary};
@@ -90,6 +91,11 @@ pub enum RuntimeError {
     },
     #[error("set up the pod network: {0}")]
     NetworkSetup(Box<coracle_net::NetError>),
+    #[error("pod CIDR {subnets}: {source}")]
+    PodCidr {
+        subnets: coracle_net::PodSubnets,
+        source: Box<coracle_net::NetError>,
+    },
     #[error("open the image store: {0}")]
     ImageStore(Box<coracle_image::ImageError>),
     #[error("remove {path}: {source}")]

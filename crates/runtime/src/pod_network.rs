@@ -3,11 +3,10 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use coracle_net::{
-    BridgeConfig, BridgeNetwork, CniNetwork, CniPodInfo, CniPortMapping, HostPort, NetError,
-    PodSubnets, PodSubnetsSource, Proto,
+    BridgeConfig, BridgeNetwork, CniNetwork, CniPodInfo, CniPortMapping, HostPort, PodSubnets,
+    PodSubnetsSource, Proto,
 };
 
 use crate::model::{PodNetworkRecord, PodSpec, Protocol};
@@ -27,7 +26,7 @@ pub enum NetworkSetup {
 
 pub(crate) enum Network {
     /// Boxed: one per daemon, and much larger than the CNI variant.
-    Bridge(Box<Bridge>),
+    Bridge(Box<BridgeNetwork>),
     Cni(CniNetwork),
 }
 
@@ -35,7 +34,7 @@ impl Network {
     pub(crate) async fn open(setup: NetworkSetup, root: &Path) -> Result<Self, RuntimeError> {
         match setup {
             NetworkSetup::Bridge(config) => {
-                Ok(Self::Bridge(Box::new(Bridge::open(config, root).await?)))
+                Ok(Self::Bridge(Box::new(open_bridge(config, root).await?)))
             }
             NetworkSetup::Cni { conf_dir, bin_dirs } => Ok(Self::Cni(CniNetwork::new(
                 conf_dir,
@@ -46,40 +45,16 @@ impl Network {
     }
 }
 
-pub(crate) struct Bridge {
-    bridge: BridgeNetwork,
-    /// Whether `ensure_ready` succeeded since the last failure.
-    ready: AtomicBool,
-}
-
-impl Bridge {
-    async fn open(config: BridgeConfig, root: &Path) -> Result<Self, RuntimeError> {
-        let ipam_dir = root.join("network/ipam");
-        let bridge = BridgeNetwork::new(config, &ipam_dir)
-            .map_err(|err| RuntimeError::NetworkSetup(Box::new(err)))?;
-        let network = Self {
-            bridge,
-            ready: AtomicBool::new(false),
-        };
-        // A broken network must not keep the daemon down: NetworkReady reports it and
-        // the next RunPodSandbox tries again.
-        if let Err(err) = network.ensure_ready().await {
-            tracing::warn!(error = %err, "the pod network is not ready");
-        }
-        Ok(network)
+async fn open_bridge(config: BridgeConfig, root: &Path) -> Result<BridgeNetwork, RuntimeError> {
+    let ipam_dir = root.join("network/ipam");
+    let bridge = BridgeNetwork::new(config, &ipam_dir)
+        .map_err(|err| RuntimeError::NetworkSetup(Box::new(err)))?;
+    // A broken network must not keep the daemon down: NetworkReady reports it and
+    // the next RunPodSandbox tries again.
+    if let Err(err) = bridge.ensure_ready().await {
+        tracing::warn!(error = %err, "the pod network is not ready");
     }
-
-    async fn ensure_ready(&self) -> Result<(), RuntimeError> {
-        if self.ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        self.bridge
-            .ensure_ready()
-            .await
-            .map_err(|err| RuntimeError::NetworkSetup(Box::new(err)))?;
-        self.ready.store(true, Ordering::Release);
-        Ok(())
-    }
+    Ok(bridge)
 }
 
 /// The pod network as `Status` reports it.
@@ -97,56 +72,35 @@ pub enum PodNetworkSummary {
 }
 
 impl Runtime {
-    /// kubelet's pod CIDR (`UpdateRuntimeConfig`): one range or an IPv4 and an
-    /// IPv6 one joined by a comma. The built-in network hands out addresses from
-    /// it from now on, and after restarts; pods running keep theirs. Empty
-    /// leaves everything as it is. In CNI mode the CNI config decides pod
-    /// addresses, so the CIDR is only logged (as containerd without a config
-    /// template, and CRI-O, do).
-    pub async fn update_pod_cidr(&self, pod_cidr: &str) -> Result<(), RuntimeError> {
-        let pod_cidr = pod_cidr.trim();
-        if pod_cidr.is_empty() {
-            return Ok(());
-        }
-        let subnets: PodSubnets =
-            pod_cidr
-                .parse()
-                .map_err(|err: coracle_net::subnet::SubnetError| {
-                    RuntimeError::invalid("runtime_config.network_config.pod_cidr", err.to_string())
-                })?;
-        let network = match &self.network {
-            Network::Bridge(network) => network,
+    /// kubelet's pod CIDR (`UpdateRuntimeConfig`): the built-in network hands out
+    /// addresses from these subnets from now on, and after restarts; pods running
+    /// keep theirs. In CNI mode the CNI config decides pod addresses, so they are
+    /// only logged (as containerd without a config template, and CRI-O, do).
+    pub async fn update_pod_subnets(&self, subnets: PodSubnets) -> Result<(), RuntimeError> {
+        let bridge = match &self.network {
+            Network::Bridge(bridge) => bridge,
             Network::Cni(_) => {
                 tracing::info!(pod_cidr = %subnets, "pod CIDR from kubelet: the CNI config decides pod addresses; nothing to change");
                 return Ok(());
             }
         };
-        match network.bridge.set_pod_subnets(subnets.clone()).await {
-            Ok(changed) => {
-                if changed {
-                    network.ready.store(true, Ordering::Release);
-                }
-                Ok(())
-            }
-            Err(err @ (NetError::GatewayHeldByPod { .. } | NetError::InvalidConfig { .. })) => Err(
-                RuntimeError::FailedPrecondition(format!("pod CIDR {subnets}: {err}")),
-            ),
-            Err(err) => {
-                // The subnets may have changed before the bridge failed to follow:
-                // the next RunPodSandbox converges it again.
-                network.ready.store(false, Ordering::Release);
-                Err(RuntimeError::NetworkSetup(Box::new(err)))
-            }
-        }
+        bridge
+            .set_pod_subnets(subnets.clone())
+            .await
+            .map(drop)
+            .map_err(|source| RuntimeError::PodCidr {
+                subnets,
+                source: Box::new(source),
+            })
     }
 
     /// The pod network's mode and, for the built-in one, its current pod subnets.
     pub async fn pod_network_summary(&self) -> PodNetworkSummary {
         match &self.network {
-            Network::Bridge(network) => {
-                let (pod_subnets, source) = network.bridge.pod_subnets().await;
+            Network::Bridge(bridge) => {
+                let (pod_subnets, source) = bridge.pod_subnets().await;
                 PodNetworkSummary::Bridge {
-                    bridge: network.bridge.config().bridge.clone(),
+                    bridge: bridge.config().bridge.clone(),
                     pod_subnets,
                     source,
                 }
@@ -161,13 +115,7 @@ impl Runtime {
     pub async fn network_problem(&self) -> Option<String> {
         match &self.network {
             Network::Cni(cni) => cni.problem(),
-            Network::Bridge(network) => {
-                let problem = network.bridge.health().await;
-                if problem.is_some() {
-                    network.ready.store(false, Ordering::Release);
-                }
-                problem
-            }
+            Network::Bridge(bridge) => bridge.health().await,
         }
     }
 
@@ -204,16 +152,14 @@ impl Runtime {
             id: id.to_owned(),
             source: Box::new(err),
         };
-        network.ensure_ready().await?;
-        let attached = network
-            .bridge
-            .attach(id, netns, "eth0")
+        network
+            .ensure_ready_if_needed()
             .await
-            .map_err(failed)?;
+            .map_err(|err| RuntimeError::NetworkSetup(Box::new(err)))?;
+        let attached = network.attach(id, netns, "eth0").await.map_err(failed)?;
         let host_ports = host_ports(spec);
         if !host_ports.is_empty() {
             network
-                .bridge
                 .add_port_mappings(id, &attached.ips, &host_ports)
                 .await
                 .map_err(failed)?;
@@ -251,7 +197,6 @@ impl Runtime {
             .get(id)
             .is_none_or(|pod| !host_ports(&pod.spec).is_empty());
         network
-            .bridge
             .detach_pod(id, had_host_ports)
             .await
             .map_err(|err| RuntimeError::PodNetwork {
@@ -266,7 +211,7 @@ impl Runtime {
         let Network::Bridge(network) = &self.network else {
             return;
         };
-        let known = match network.bridge.known_pods().await {
+        let known = match network.known_pods().await {
             Ok(known) => known,
             Err(err) => {
                 tracing::warn!(error = %err, "could not list the pods on the network");
