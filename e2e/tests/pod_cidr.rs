@@ -150,7 +150,11 @@ async fn kubelets_pod_cidr_moves_new_pods_and_survives_a_restart() {
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| !name.starts_with('.') && name != "pod-cidr")
         .collect();
-    assert_eq!(pools.len(), 2, "only kubelet's two pools are left: {pools:?}");
+    assert_eq!(
+        pools.len(),
+        2,
+        "only kubelet's two pools are left: {pools:?}"
+    );
     let again = daemon.run_pod(pod_config("again", &logs)).await.unwrap();
     let again_ip = pod_ip(&daemon.pod_status(&again).await.unwrap());
     assert!(in_subnet(&again_ip, &kubelet_v4), "{again_ip}");
