@@ -240,6 +240,11 @@ impl BridgeNetwork {
     async fn converge_now(&self, allocation: &Allocation) -> Result<(), NetError> {
         let netlink = Netlink::connect()?;
         let bridge = self.ensure_bridge(&netlink).await?;
+        // Otherwise the bridge takes the lowest MAC of its ports, and detaching that
+        // pod changes the gateway's MAC under every other pod: their neighbour
+        // entries point at a MAC that is gone until they expire (seconds to minutes
+        // without a route out). Docker pins its bridge's MAC for the same reason.
+        netlink.pin_mac(&bridge).await?;
         // Earlier subnets first: an unused one's gateway goes before the current
         // ones are (re)added, in case the two share an address.
         let in_use = self

@@ -34,6 +34,8 @@ pub struct Link {
     pub alias: Option<String>,
     /// The bridge (or other master) the link is plugged into.
     pub controller: Option<u32>,
+    /// Its hardware address.
+    pub mac: Option<Vec<u8>>,
 }
 
 impl Link {
@@ -45,12 +47,14 @@ impl Link {
             kind: None,
             alias: None,
             controller: None,
+            mac: None,
         };
         for attr in &message.attributes {
             match attr {
                 LinkAttribute::IfName(name) => link.name.clone_from(name),
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
                 LinkAttribute::Controller(index) => link.controller = Some(*index),
+                LinkAttribute::Address(mac) => link.mac = Some(mac.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     link.kind = infos.iter().find_map(|info| match info {
                         LinkInfo::Kind(kind) => Some(kind.clone()),
@@ -163,6 +167,22 @@ impl Netlink {
             .execute()
             .await
             .map_err(netlink_error("create bridge", name))
+    }
+
+    /// Sets the link's hardware address to the one it has. For a bridge this is
+    /// not a no-op: a bridge whose address was never set takes the lowest of its
+    /// ports' and changes it when that port goes; one set stays.
+    pub async fn pin_mac(&self, link: &Link) -> Result<(), NetError> {
+        let Some(mac) = link.mac.clone() else {
+            return Ok(());
+        };
+        let message = LinkUnspec::new_with_index(link.index).address(mac).build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(netlink_error("set the hardware address of", &link.name))
     }
 
     pub async fn set_up(&self, link: &Link) -> Result<(), NetError> {

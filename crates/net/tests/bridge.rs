@@ -197,6 +197,9 @@ fn addresses_in(netns: &Path, ifname: &str) -> String {
 async fn two_pods_get_distinct_addresses_and_reach_each_other_and_the_gateway() {
     let mut t = TestNet::new(false, true);
     t.net.ensure_ready().await.unwrap();
+    let mac_path = format!("/sys/class/net/{}/address", t.config.bridge);
+    let bridge_mac = move || fs::read_to_string(&mac_path).unwrap();
+    let mac_before = bridge_mac();
     let (netns_a, netns_b) = (t.pod_netns(&id("pod-a")), t.pod_netns(&id("pod-b")));
 
     let started = Instant::now();
@@ -239,9 +242,22 @@ async fn two_pods_get_distinct_addresses_and_reach_each_other_and_the_gateway() 
     ping(&netns_b, a.ips[0]);
     ping(&netns_a, gateway);
 
+    // The gateway's MAC never follows the ports: a bridge left to itself takes the
+    // lowest port MAC, and detaching that pod would cut the others off the gateway.
+    assert_eq!(
+        bridge_mac(),
+        mac_before,
+        "the bridge MAC moved when pods attached"
+    );
     let started = Instant::now();
     t.net.detach(&id("pod-a")).await.unwrap();
     let detach_a = started.elapsed();
+    assert_eq!(
+        bridge_mac(),
+        mac_before,
+        "the bridge MAC moved when a pod left"
+    );
+    ping(&netns_b, gateway);
     t.net.detach(&id("pod-b")).await.unwrap();
     for pod in [&a, &b] {
         assert!(
