@@ -332,6 +332,17 @@ impl Config {
                 reason: format!("{} is outside 576..=65535", network.mtu),
             });
         }
+        // The rest of what the bridge network would refuse at start (a range of
+        // the wrong family, an IPv6 range with an MTU under 1280, the table name).
+        if network.mode == NetworkMode::Bridge {
+            network
+                .bridge_config()
+                .validate()
+                .map_err(|err| ConfigError::Invalid {
+                    key: "network",
+                    reason: err.to_string(),
+                })?;
+        }
         Ok(())
     }
 
@@ -405,6 +416,19 @@ mod tests {
         config.network.subnet_v4 = "10.88.0.0/33".into();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("network.subnet_v4"), "{err}");
+    }
+
+    #[test]
+    fn what_the_bridge_network_would_refuse_is_refused_at_load() {
+        let mut config = Config::default();
+        config.network.subnet_v4 = "fd00::/64".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("not an IPv4 subnet"), "{err}");
+        let mut config = Config::default();
+        config.network.subnet_v6 = "fd00:88::/64".into();
+        config.network.mtu = 1000;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("mtu"), "{err}");
     }
 
     #[test]

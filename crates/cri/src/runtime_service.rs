@@ -191,13 +191,9 @@ impl RuntimeService for CriService {
             return Ok(Response::new(v1::UpdateContainerResourcesResponse {}));
         };
         let update = linux_resources_from_cri(&linux)?;
-        let current = self
-            .runtime
-            .existing_container(&id)
-            .map_err(CriError::from)?;
-        let resources = merge_resources_update(&current.spec.resources, &update);
         let runtime = self.runtime.clone();
-        tokio::spawn(async move { runtime.update_container_resources(&id, resources).await })
+        let merge = move |current: &_| merge_resources_update(current, &update);
+        tokio::spawn(async move { runtime.update_container_resources(&id, merge).await })
             .await
             .map_err(CriError::from)?
             .map_err(CriError::from)?;

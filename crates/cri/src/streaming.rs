@@ -67,11 +67,6 @@ impl CriService {
         self.runtime
             .ready_pod(&request.pod_sandbox_id)
             .map_err(CriError::from)?;
-        if let Some(port) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
-            return Err(Status::invalid_argument(format!(
-                "invalid port {port}: must be 1 to 65535"
-            )));
-        }
         let request = PortForwardRequest {
             pod_sandbox_id: request.pod_sandbox_id,
             port: request.port,

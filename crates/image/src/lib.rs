@@ -88,7 +88,7 @@ pub mod rootfs;
 pub mod store;
 pub mod unpack;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -421,18 +421,19 @@ impl Inner {
         }
     }
 
-    /// Used by an image, a pull in progress (`inflight`, held locked by the caller)
-    /// or a container.
-    fn snapshot_referenced_with(
-        &self,
-        chain_id: &Digest,
-        inflight: &HashMap<Digest, usize>,
-    ) -> bool {
-        let by_image = self
+    /// The snapshots used by an image, a pull in progress (`inflight`, held locked
+    /// by the caller) or a container; the container records are read once.
+    fn referenced_snapshots(&self, inflight: &HashMap<Digest, usize>) -> HashSet<Digest> {
+        let mut referenced: HashSet<Digest> = self
             .lock_images()
             .values()
-            .any(|image| image.chain_ids.contains(chain_id));
-        by_image || inflight.contains_key(chain_id) || self.snapshot_in_use(chain_id)
+            .flat_map(|image| image.chain_ids.iter().cloned())
+            .collect();
+        referenced.extend(inflight.keys().cloned());
+        for record in rootfs::read_rootfs_records(&self.layout.containers()) {
+            referenced.extend(record.chain_ids);
+        }
+        referenced
     }
 
     fn snapshot_in_use(&self, chain_id: &Digest) -> bool {
@@ -446,8 +447,9 @@ impl Inner {
     /// snapshots, so it either keeps a snapshot alive or sees it gone and fetches it.
     fn gc_snapshots(&self) -> Result<(), ImageError> {
         let inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let referenced = self.referenced_snapshots(&inflight);
         for chain_id in self.layout.list_snapshots()? {
-            if !self.snapshot_referenced_with(&chain_id, &inflight) {
+            if !referenced.contains(&chain_id) {
                 tracing::info!(%chain_id, "removing unused snapshot");
                 self.layout.delete_snapshot(&chain_id)?;
             }

@@ -63,8 +63,9 @@ impl Drop for PullGuard<'_> {
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let referenced = self.inner.referenced_snapshots(&inflight);
         for chain_id in created {
-            if !self.inner.snapshot_referenced_with(&chain_id, &inflight) {
+            if !referenced.contains(&chain_id) {
                 if let Err(err) = self.inner.layout.delete_snapshot(&chain_id) {
                     tracing::warn!(%chain_id, error = %err, "rolling back a failed pull's snapshot");
                 }

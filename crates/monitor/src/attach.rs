@@ -132,7 +132,12 @@ impl AttachServer {
 
     /// Drop the clients marked closed (done after each round of events, so that
     /// indices stay valid within a round).
-    pub fn remove_closed(&mut self) {
+    /// A client closed for any reason (its hang-up, a failed send, too long a
+    /// backlog) has ended its stdin, for stdin_once.
+    pub fn remove_closed(&mut self, input: &mut ContainerInput) {
+        for client in self.clients.iter_mut().filter(|c| c.closed) {
+            client.end_stdin(input);
+        }
         self.clients.retain(|c| !c.closed);
     }
 
@@ -202,10 +207,10 @@ impl Client {
             match seqpacket::try_recv(self.socket.as_fd(), buf) {
                 Received::Message(n) => self.handle(&buf[..n], input),
                 Received::WouldBlock => return,
-                Received::Closed => return self.disconnect(input),
+                Received::Closed => return self.disconnect(),
                 Received::Oversized => {
                     crate::report(format_args!("attach client sent an oversized frame"));
-                    return self.disconnect(input);
+                    return self.disconnect();
                 }
             }
             if self.closed {
@@ -232,7 +237,7 @@ impl Client {
             }
             Err(e) => {
                 crate::report(format_args!("attach client: {e}; disconnecting it"));
-                self.disconnect(input);
+                self.disconnect();
             }
         }
     }
@@ -244,8 +249,8 @@ impl Client {
         }
     }
 
-    fn disconnect(&mut self, input: &mut ContainerInput) {
-        self.end_stdin(input);
+    /// Its stdin ends when [`AttachServer::remove_closed`] drops it.
+    fn disconnect(&mut self) {
         self.closed = true;
     }
 }

@@ -285,7 +285,7 @@ impl Monitor {
                     Slot::Stdin => self.input.flush(),
                 }
             }
-            self.attach.remove_closed();
+            self.attach.remove_closed(&mut self.input);
         }
         let exit = exit.unwrap_or(InitExit {
             code: 255,

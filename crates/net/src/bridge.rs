@@ -44,6 +44,19 @@ pub struct BridgeConfig {
     pub nft_table: String,
 }
 
+impl BridgeConfig {
+    /// Checks what [`BridgeNetwork::new`] would refuse (the bridge name, each
+    /// subnet and its family, the MTU for the families, the table name) and
+    /// returns the subnets.
+    pub fn validate(&self) -> Result<PodSubnets, NetError> {
+        validate_ifname("bridge", &self.bridge)?;
+        let subnets = config_subnets(self)?;
+        check_mtu(self.mtu, &subnets)?;
+        NftTable::new(&self.nft_table)?;
+        Ok(subnets)
+    }
+}
+
 impl Default for BridgeConfig {
     fn default() -> Self {
         Self {
@@ -135,9 +148,7 @@ impl BridgeNetwork {
     /// out twice, even across restarts) and checks the config. The pod subnets
     /// kubelet set, when it did, win over the config's.
     pub fn new(config: BridgeConfig, ipam_dir: &Path) -> Result<Self, NetError> {
-        validate_ifname("bridge", &config.bridge)?;
-        let configured = config_subnets(&config)?;
-        check_mtu(config.mtu, &configured)?;
+        let configured = config.validate()?;
         let nft = NftTable::new(&config.nft_table)?;
         let (subnets, source) = match read_pod_cidr(ipam_dir, config.mtu) {
             Some(from_kubelet) => {

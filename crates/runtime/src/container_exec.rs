@@ -143,13 +143,16 @@ impl Runtime {
     }
 
     /// Applies new resources to the container's live cgroup and records them.
+    /// `merge` makes the new resources from the current ones; it runs under the
+    /// container's lock, so two concurrent updates both take effect.
     pub async fn update_container_resources(
         &self,
         id: &str,
-        resources: ResourcesSpec,
+        merge: impl FnOnce(&ResourcesSpec) -> ResourcesSpec,
     ) -> Result<(), RuntimeError> {
         let guard = self.lock_container(id).await?;
         let container = self.existing_container(id)?;
+        let resources = merge(&container.spec.resources);
         if !matches!(
             container.state,
             ContainerState::Created | ContainerState::Running

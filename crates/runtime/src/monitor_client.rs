@@ -278,10 +278,7 @@ pub(crate) async fn exec_sync(
         },
         None => child.wait().await?,
     };
-    tokio::time::sleep(EXEC_DRAIN).await;
-    let _ = stop_tx.send(true);
-    let stdout = out_rx.await.unwrap_or_default();
-    let mut stderr = err_rx.await.unwrap_or_default();
+    let (stdout, mut stderr) = drain_output(out_rx, err_rx, stop_tx).await;
     let exit_code = exit_code_of(status);
     let timed_out = config.timeout_ms.is_some() && exit_code == 137 && ends_with_timeout(&stderr);
     if timed_out {
@@ -336,6 +333,26 @@ pub(crate) fn exit_code_of(status: std::process::ExitStatus) -> i32 {
 }
 
 /// Reads a pipe until EOF or until told to stop, keeping at most EXEC_OUTPUT_CAP bytes.
+/// The collected stdout and stderr: once both pipes reach EOF, or after
+/// [`EXEC_DRAIN`] when a background child still holds one open.
+async fn drain_output(
+    stdout: tokio::sync::oneshot::Receiver<Vec<u8>>,
+    stderr: tokio::sync::oneshot::Receiver<Vec<u8>>,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut both = std::pin::pin!(async {
+        (
+            stdout.await.unwrap_or_default(),
+            stderr.await.unwrap_or_default(),
+        )
+    });
+    if let Ok(output) = tokio::time::timeout(EXEC_DRAIN, &mut both).await {
+        return output;
+    }
+    let _ = stop.send(true);
+    both.await
+}
+
 async fn collect<R: tokio::io::AsyncRead + Unpin>(
     reader: Option<R>,
     mut stop: tokio::sync::watch::Receiver<bool>,

@@ -195,7 +195,7 @@ impl Runtime {
         let had_host_ports = self
             .pods
             .get(id)
-            .is_none_or(|pod| !host_ports(&pod.spec).is_empty());
+            .is_none_or(|pod| has_host_ports(&pod.spec));
         network
             .detach_pod(id, had_host_ports)
             .await
@@ -227,6 +227,14 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Whether the built-in network published ports of the pod: [`host_ports`]
+/// without its warnings, which attach already logged.
+fn has_host_ports(spec: &PodSpec) -> bool {
+    spec.port_mappings
+        .iter()
+        .any(|mapping| mapping.host_port > 0 && mapping.protocol != Protocol::Sctp)
 }
 
 /// The hostPort mappings of a pod (a mapping without a host port only documents the

@@ -115,15 +115,26 @@ impl Runtime {
             None => (None, false),
         };
         let init = match spec.namespaces.pid {
-            NamespaceMode::Pod => Some(
-                self.start_pod_init(
-                    id,
-                    namespace_dir.as_deref(),
-                    &kinds_pinned(spec),
-                    cgroup.as_ref(),
-                )
-                .await?,
-            ),
+            NamespaceMode::Pod => {
+                let started = self
+                    .start_pod_init(
+                        id,
+                        namespace_dir.as_deref(),
+                        &kinds_pinned(spec),
+                        cgroup.as_ref(),
+                    )
+                    .await;
+                match started {
+                    Ok(init) => Some(init),
+                    Err(err) => {
+                        // The record does not know the cgroup yet: the rollback cannot remove it.
+                        if let Err(cleanup) = remove_unrecorded_cgroup(id, cgroup, created).await {
+                            tracing::warn!(pod = id, error = %cleanup, "remove the cgroup of a pod whose init failed");
+                        }
+                        return Err(err);
+                    }
+                }
+            }
             _ => None,
         };
         let recorded = cgroup.clone();
@@ -141,11 +152,25 @@ impl Runtime {
             // The record knows neither the init nor the cgroup, so the rollback cannot
             // end or remove them.
             crate::sandbox_stop::kill_pod_init(init);
-            crate::pod_cgroup::remove_pod_cgroup(id, cgroup.as_ref(), created)?;
+            remove_unrecorded_cgroup(id, cgroup, created).await?;
             return Err(err.into());
         }
         Ok(())
     }
+}
+
+/// Removes a pod cgroup made by a RunPodSandbox that then failed, on a blocking
+/// thread: the delete waits for the cgroup's processes to be gone.
+async fn remove_unrecorded_cgroup(
+    id: &str,
+    cgroup: Option<coracle_oci::cgroups::ContainerCgroup>,
+    created: bool,
+) -> Result<(), RuntimeError> {
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        crate::pod_cgroup::remove_pod_cgroup(&id, cgroup.as_ref(), created)
+    })
+    .await?
 }
 
 impl Runtime {

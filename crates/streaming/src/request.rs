@@ -117,7 +117,9 @@ fn valid_port(port: i32) -> Result<u16, StreamingError> {
     u16::try_from(port)
         .ok()
         .filter(|&port| port > 0)
-        .ok_or_else(|| StreamingError::InvalidArgument(format!("invalid port {port}")))
+        .ok_or_else(|| {
+            StreamingError::InvalidArgument(format!("invalid port {port}: must be 1 to 65535"))
+        })
 }
 
 #[cfg(test)]

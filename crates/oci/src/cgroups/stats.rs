@@ -97,11 +97,18 @@ impl ContainerCgroup {
     /// CPU, memory, swap and pids usage of the cgroup (descendants included). A
     /// controller that is not mounted gives `None`; a cgroup that is gone is an error.
     pub fn stats(&self) -> Result<CgroupStats, CgroupError> {
-        let memory_dir = self.hierarchy_for("memory");
+        let (memory, swap) = match self.hierarchy_for("memory") {
+            Some(h) => {
+                let memory = memory_stats(h)?;
+                let swap = swap_stats(h, &memory)?;
+                (Some(memory), swap)
+            }
+            None => (None, None),
+        };
         Ok(CgroupStats {
             cpu: self.cpu_stats()?,
-            memory: memory_dir.map(memory_stats).transpose()?,
-            swap: memory_dir.map(swap_stats).transpose()?.flatten(),
+            memory,
+            swap,
             pids: self.hierarchy_for("pids").map(pids_stats).transpose()?,
         })
     }
@@ -228,7 +235,8 @@ fn memory_v2(
 
 /// v1 swap is memory+swap minus memory (`memsw` files exist only with swap accounting);
 /// v2 has its own files (absent without swap accounting). `None` without accounting.
-fn swap_stats(h: &HierarchyDir) -> Result<Option<SwapStats>, CgroupError> {
+/// `memory` is what [`memory_stats`] read of the same cgroup.
+fn swap_stats(h: &HierarchyDir, memory: &MemoryStats) -> Result<Option<SwapStats>, CgroupError> {
     if h.is_v2() {
         let current = h.dir.join("memory.swap.current");
         if !current.exists() {
@@ -243,12 +251,10 @@ fn swap_stats(h: &HierarchyDir) -> Result<Option<SwapStats>, CgroupError> {
     if !memsw_usage.exists() {
         return Ok(None);
     }
-    let memory_usage = fs::read_u64(&h.dir.join("memory.usage_in_bytes"))?;
-    let memory_limit = read_limit(&h.dir.join("memory.limit_in_bytes"))?;
     let memsw_limit = read_limit(&h.dir.join("memory.memsw.limit_in_bytes"))?;
     Ok(Some(SwapStats {
-        usage_bytes: fs::read_u64(&memsw_usage)?.saturating_sub(memory_usage),
-        limit_bytes: match (memsw_limit, memory_limit) {
+        usage_bytes: fs::read_u64(&memsw_usage)?.saturating_sub(memory.usage_bytes),
+        limit_bytes: match (memsw_limit, memory.limit_bytes) {
             (Some(memsw), Some(memory)) => Some(memsw.saturating_sub(memory)),
             _ => None,
         },
